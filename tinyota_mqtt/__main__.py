@@ -1,0 +1,3 @@
+from tinyota_mqtt.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,135 @@
+"""The validated configuration: frozen, typed, and safe to print (secrets are masked).
+
+``loader.py`` builds these from YAML; nothing else in the package reads YAML. Mappings are
+read-only views so a config cannot be changed after validation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+
+from tinyota_mqtt.core.passwords import Password, Secret
+
+PLATFORMS = ("esp8266", "esp32")
+ID_PATTERN = r"[A-Za-z0-9_-]+"  # one MQTT topic level and a Home Assistant object id
+
+
+def _empty() -> Mapping[str, object]:
+    return MappingProxyType({})
+
+
+@dataclass(frozen=True)
+class Account:
+    username: str
+    password: Password
+
+
+@dataclass(frozen=True)
+class TLSFiles:
+    cert: Path | None = None
+    key: Path | None = None
+    ca: Path | None = None
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_connections: int = 2000
+    idle_timeout: float = 60.0  # seconds a connection may stay silent
+    max_upload_bytes: int = 16 * 1024 * 1024  # ESP32 app partitions top out well below this
+    max_header_bytes: int = 16 * 1024
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "0.0.0.0"
+    port: int = 8000
+    public_url: str = "http://127.0.0.1:8000"  # base of announced URLs; no trailing slash
+    store: Path = Path("var/firmware")
+    state: Path = Path("var/tinyota.sqlite")
+    admin: Account = field(default_factory=lambda: Account("admin", Password.parse("admin")))
+    tls: TLSFiles | None = None
+    limits: Limits = field(default_factory=Limits)
+    access_log: bool = True
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    # "embedded" runs an in-process broker on embedded_host:embedded_port (quickstart only);
+    # otherwise mqtt://host[:port] or mqtts://host[:port].
+    url: str = "embedded"
+    username: str | None = None
+    password: Secret | None = None
+    client_id: str = "tinyota-server"
+    keepalive: int = 60
+    protocol: str = "3.1.1"  # or "5"
+    prefix: str = "tinyota"
+    tls: TLSFiles | None = None
+    embedded_host: str = "127.0.0.1"
+    embedded_port: int = 1883
+
+    @property
+    def embedded(self) -> bool:
+        return self.url == "embedded"
+
+
+@dataclass(frozen=True)
+class HomeAssistantConfig:
+    enabled: bool = True
+    discovery_prefix: str = "homeassistant"
+    status_topic: str = "homeassistant/status"
+
+
+@dataclass(frozen=True)
+class Image:
+    name: str
+    platform: str  # one of PLATFORMS
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Group:
+    name: str
+    image: str  # key into Config.images
+    auto_update: bool = False  # announce every new release of the image to the group at once
+    version: str | None = None  # pin: devices of the group should run exactly this release
+    attempt_timeout: float = 600.0  # seconds from announcement to a confirmed outcome
+
+
+@dataclass(frozen=True)
+class Device:
+    id: str
+    group: str | None = None  # a device in no group is tracked but never told to update
+    password: Password | None = None  # None: the device cannot download (no account)
+    name: str = ""  # display name; falls back to id
+
+    @property
+    def display_name(self) -> str:
+        return self.name or self.id
+
+
+@dataclass(frozen=True)
+class Config:
+    source: Path | None = None  # the file it came from, for messages
+    server: ServerConfig = field(default_factory=ServerConfig)
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
+    homeassistant: HomeAssistantConfig = field(default_factory=HomeAssistantConfig)
+    images: Mapping[str, Image] = field(default_factory=_empty)  # type: ignore[arg-type]
+    groups: Mapping[str, Group] = field(default_factory=_empty)  # type: ignore[arg-type]
+    devices: Mapping[str, Device] = field(default_factory=_empty)  # type: ignore[arg-type]
+
+    def image_of(self, device_id: str) -> Image | None:
+        """The image a device runs, by way of its group; None for unknown or ungrouped devices."""
+        device = self.devices.get(device_id)
+        if device is None or device.group is None:
+            return None
+        return self.images[self.groups[device.group].image]
+
+    def group_of(self, device_id: str) -> Group | None:
+        device = self.devices.get(device_id)
+        return None if device is None or device.group is None else self.groups[device.group]
+
+    def members(self, group: str) -> list[Device]:
+        return [d for d in self.devices.values() if d.group == group]
