@@ -1,0 +1,126 @@
+"""Firmware downloads, built on Tornado's StaticFileHandler.
+
+StaticFileHandler already does the HTTP parts right (Content-Length always, Range → 206/416,
+If-None-Match → 304, HEAD = GET without a body, and ``await self.flush()`` after every 64 KiB
+so a slow device slows only its own download). What we change is which file a URL means: the
+store looks the release up, so a URL never becomes a path and cannot leave the store.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from tornado import web
+
+from tinyota_mqtt.core import esp_headers
+from tinyota_mqtt.errors import NotFound
+from tinyota_mqtt.http.base import BaseHandler
+from tinyota_mqtt.service import Service
+from tinyota_mqtt.store import Release
+
+log = logging.getLogger("tinyota.http")
+
+
+class FirmwareHandler(BaseHandler, web.StaticFileHandler):
+    """``GET|HEAD /fw/<image>/<version>.bin``."""
+
+    release: Release | None = None
+
+    def initialize(self, service: Service) -> None:  # type: ignore[override]
+        BaseHandler.initialize(self, service)
+        web.StaticFileHandler.initialize(self, path=str(service.store.root))
+        self.sent = 0
+        self.started = time.monotonic()
+        self.client_gone = False
+        self.refusal: str | None = None
+
+    def head(self, *args: str) -> Any:  # type: ignore[override]
+        return self.get(*args, include_body=False)
+
+    async def get(self, image: str, version: str, include_body: bool = True) -> None:  # type: ignore[override]
+        principal = self.authenticate()
+        try:
+            release = self.service.store.get(image, version)
+        except NotFound:
+            raise web.HTTPError(404, "no release %s of %s", version[:64], image) from None
+        if not principal.admin:
+            allowed = self.service.config.image_of(principal.username)
+            if allowed is None or allowed.name != image:
+                raise web.HTTPError(403, "device %s may not fetch image %s", principal.username, image,
+                                    reason="Forbidden: not this device's image")
+        await self._serve(release, include_body)
+
+    async def _serve(self, release: Release, include_body: bool) -> None:
+        try:
+            esp = esp_headers.parse(self.request.headers.get)
+        except esp_headers.BadEspHeader as exc:
+            raise web.HTTPError(400, str(exc), reason="Bad Request: " + str(exc)) from None
+        self.release = release
+        device = None if self.principal is None or self.principal.admin else self.principal.username
+        if esp.version is not None and esp.version == release.version:
+            # ESP8266httpUpdate and HTTPUpdate both read 304 as "no update available".
+            self.set_status(304)
+            return
+        if esp.free_space is not None and esp.free_space < release.size:
+            reason = (f"not enough free space: image is {release.size} bytes, "
+                      f"device has {esp.free_space}")
+            self.refusal = reason
+            if device is not None:
+                self.service.download_refused(device, release, reason)
+            raise web.HTTPError(403, reason, reason="Forbidden: " + reason)
+        if device is not None and include_body:
+            self.service.download_started(device, release)
+        await web.StaticFileHandler.get(self, self.service.store.relative_path_of(release), include_body)
+
+    # -- StaticFileHandler hooks -----------------------------------------------------------------
+
+    def compute_etag(self) -> str | None:
+        # The release's sha256 names its bytes exactly; no need to hash the file again per request.
+        return f'"{self.release.sha256}"' if self.release else None
+
+    def get_content_type(self) -> str:
+        return "application/octet-stream"
+
+    def set_extra_headers(self, path: str) -> None:
+        assert self.release is not None
+        # The ESP cores compare x-MD5 with the md5 of what they flashed and refuse on mismatch.
+        self.set_header("x-MD5", self.release.md5)
+        self.set_header("Content-Disposition",
+                        f'attachment; filename="{self.release.image}-{self.release.version}.bin"')
+        self.set_header("Cache-Control", "no-cache")
+
+    def write(self, chunk: Any) -> None:
+        self.sent += len(chunk)
+        super().write(chunk)
+
+    def on_connection_close(self) -> None:
+        self.client_gone = True
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        # ESP cores and curl read the status; a short text body says why for a human.
+        self.set_header("Content-Type", "text/plain; charset=UTF-8")
+        self.finish(f"{status_code} {self._reason}\n")
+
+
+class SeedFirmwareHandler(FirmwareHandler):
+    """``GET|HEAD /firmware.bin``: the seed script's URL, now serving the caller's target release."""
+
+    async def get(self, include_body: bool = True) -> None:  # type: ignore[override]
+        principal = self.authenticate()
+        if principal.admin:
+            raise web.HTTPError(404, "admin asked for /firmware.bin",
+                                reason="Not Found: /firmware.bin serves devices; use /fw/<image>/<version>.bin")
+        release = self.service.target_release(principal.username)
+        if release is None:
+            try:
+                esp = esp_headers.parse(self.request.headers.get)
+            except esp_headers.BadEspHeader as exc:
+                raise web.HTTPError(400, str(exc), reason="Bad Request: " + str(exc)) from None
+            if esp.platform is not None:
+                self.set_status(304)  # an ESP core polling: "no update" is the truthful answer
+                return
+            raise web.HTTPError(404, "no release targeted at %s", principal.username,
+                                reason="Not Found: no release is targeted at this device")
+        await self._serve(release, include_body)

@@ -1,0 +1,265 @@
+"""Simulated devices: Python stand-ins that speak the device half of the contract.
+
+Each one behaves like esp_client on real hardware, closely enough to watch a whole update without
+hardware and to drive benchmarks: it announces itself (last will, ``online``, an ``idle`` status),
+acts only on an announcement for a version it does not run, downloads with its own credentials
+and the headers ESP8266httpUpdate sends (HTTP/1.0, ``x-ESP8266-*``), refuses a response without
+Content-Length, a wrong first byte or an MD5 mismatch, reports throttled progress, "reboots" into
+the version the image declares, and never retries an announcement id that failed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from tinyota_mqtt.config.model import Config
+from tinyota_mqtt.core import image as esp_image
+from tinyota_mqtt.core.httpauth import basic_header
+from tinyota_mqtt.core.protocol import Topics
+from tinyota_mqtt.mqtt.client import LinkSettings, MqttLink
+
+log = logging.getLogger("tinyota.simulator")
+
+MAX_ANNOUNCEMENT = 1024
+
+
+@dataclass
+class SimSettings:
+    device_id: str
+    password: str
+    broker: str
+    version: str = "1.0.0"
+    platform: str = "esp8266"
+    prefix: str = "tinyota"
+    free_space: int = 1_044_480  # a 4 MB ESP8266 with the default 1 MB sketch partition
+    mqtt_username: str | None = None
+    mqtt_password: str | None = None
+    rate: float | None = None  # bytes per second, like a device on weak Wi-Fi; None = as fast as it can
+    reboot_seconds: float = 0.3
+    progress_every: float = 0.5  # seconds between progress reports (a real device throttles too)
+    on_event: Callable[[str, str], None] | None = None
+    failed_ids: set[str] = field(default_factory=set)  # the device's "NVS": kept across reboots
+
+
+class SimDevice:
+    def __init__(self, settings: SimSettings) -> None:
+        self.s = settings
+        self.version = settings.version
+        self.topics = Topics(settings.prefix)
+        self.busy = threading.Lock()
+        self.state = "idle"
+        self.updates = 0
+        self._link = self._make_link()
+        self._stopped = threading.Event()
+
+    def _make_link(self) -> MqttLink:
+        s = self.s
+        settings = LinkSettings(
+            url=s.broker, client_id=f"sim-{s.device_id}", username=s.mqtt_username,
+            password=s.mqtt_password, keepalive=30,
+            will=(self.topics.availability(s.device_id), b"offline"), online=b"online")
+        return MqttLink(settings, [(self.topics.update(s.device_id), 1)],
+                        on_message=self._on_message, on_connected=self._on_connected)
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._link.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._link.stop()
+
+    def _event(self, what: str) -> None:
+        log.info("%s: %s", self.s.device_id, what)
+        if self.s.on_event is not None:
+            self.s.on_event(self.s.device_id, what)
+
+    def _status(self, state: str, **extra: object) -> None:
+        self.state = state
+        body: dict[str, object] = {"state": state, "version": self.version, "platform": self.s.platform,
+                                   "free_space": self.s.free_space}
+        body.update({k: v for k, v in extra.items() if v is not None})
+        # Real devices publish QoS 0 (PubSubClient cannot do more); retained so a restarted server
+        # learns every device's last word at once.
+        self._link.publish(self.topics.status(self.s.device_id), json.dumps(body).encode(),
+                           retain=True, qos=0)
+
+    def _on_connected(self) -> None:
+        if self.state in ("idle", "failed"):
+            self._status("idle")
+
+    # -- announcements ---------------------------------------------------------------------------
+
+    def _on_message(self, topic: str, payload: bytes) -> None:
+        if topic != self.topics.update(self.s.device_id) or not payload:
+            return  # an empty retained payload means "nothing to do"
+        if len(payload) > MAX_ANNOUNCEMENT:
+            self._event(f"ignored an oversized announcement ({len(payload)} bytes)")
+            return
+        try:
+            ann = json.loads(payload)
+            wanted, url, ann_id = str(ann["version"]), str(ann["url"]), str(ann["id"])
+            md5 = ann.get("md5")
+        except (ValueError, KeyError, TypeError):
+            self._event("ignored a malformed announcement")
+            return
+        if wanted == self.version or ann_id in self.s.failed_ids:
+            return
+        if not self.busy.acquire(blocking=False):
+            return  # already updating; the retained message is seen again after the reboot
+        threading.Thread(target=self._update, args=(url, wanted, ann_id, md5),
+                         name=f"sim-{self.s.device_id}-update", daemon=True).start()
+
+    def _update(self, url: str, wanted: str, ann_id: str, md5: str | None) -> None:
+        try:
+            self._event(f"updating {self.version} -> {wanted}")
+            image = self._download(url, ann_id, md5)
+            if image is None:
+                return
+            self._status("flashing", progress=100, id=ann_id)
+            declared = esp_image.find_version(image) or wanted
+            self._status("rebooting", progress=100, id=ann_id)
+            self._reboot(declared)
+            self.updates += 1
+            self._event(f"now running {self.version}")
+        except Exception as exc:  # a simulated device must report, not die
+            self._fail(ann_id, f"unexpected error: {exc}")
+        finally:
+            self.busy.release()
+
+    def _fail(self, ann_id: str, error: str) -> None:
+        self.s.failed_ids.add(ann_id)
+        self._status("failed", id=ann_id, error=error)
+        self._event(f"update failed: {error}")
+
+    def _download(self, url: str, ann_id: str, md5: str | None) -> bytes | None:
+        parts = urlsplit(url)
+        conn_cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+        conn = conn_cls(parts.hostname or "", parts.port, timeout=30)
+        # The ESP cores speak HTTP/1.0 so the server must send Content-Length, never chunks.
+        conn._http_vsn, conn._http_vsn_str = 10, "HTTP/1.0"  # type: ignore[attr-defined]
+        chip = self.s.platform.upper()
+        headers = {
+            "Authorization": basic_header(self.s.device_id, self.s.password),
+            "User-Agent": f"{chip}-http-Update",
+            f"x-{chip}-STA-MAC": "02:00:00:00:00:01", f"x-{chip}-free-space": str(self.s.free_space),
+            f"x-{chip}-sketch-size": "400000", f"x-{chip}-chip-size": "4194304",
+            f"x-{chip}-mode": "sketch", f"x-{chip}-version": self.version, "Connection": "close",
+        }
+        self._status("downloading", progress=0, id=ann_id)
+        try:
+            conn.request("GET", parts.path, headers=headers)
+            resp = conn.getresponse()
+            if resp.status == 304:
+                self._status("idle", id=ann_id)
+                return None
+            if resp.status != 200:
+                self._fail(ann_id, f"HTTP error: {resp.status} {resp.reason}")
+                return None
+            length = resp.getheader("Content-Length")
+            if length is None or not length.isdigit():
+                self._fail(ann_id, "server did not report size")
+                return None
+            total, got = int(length), bytearray()
+            digest = hashlib.md5()
+            last_report, started = 0.0, time.monotonic()
+            while len(got) < total:
+                chunk = resp.read(min(16384, total - len(got)))
+                if not chunk:
+                    break
+                got += chunk
+                digest.update(chunk)
+                if self.s.rate:
+                    ahead = len(got) / self.s.rate - (time.monotonic() - started)
+                    if ahead > 0:
+                        time.sleep(ahead)
+                now = time.monotonic()
+                if now - last_report >= self.s.progress_every:
+                    last_report = now
+                    self._status("downloading", progress=int(100 * len(got) / total), id=ann_id)
+        except (OSError, http.client.HTTPException) as exc:
+            self._fail(ann_id, f"download failed: {exc}")
+            return None
+        finally:
+            conn.close()
+        if len(got) != total:
+            self._fail(ann_id, f"stream ended after {len(got)} of {total} bytes")
+            return None
+        if esp_image.kind(bytes(got[:2])) is None:
+            self._fail(ann_id, "wrong magic byte")
+            return None
+        header_md5 = resp.getheader("x-MD5")
+        for expected in (header_md5, md5):
+            if expected and expected.lower() != digest.hexdigest():
+                self._fail(ann_id, "MD5 check failed")
+                return None
+        return bytes(got)
+
+    def _reboot(self, version: str) -> None:
+        # A real reboot drops the MQTT session; the broker publishes our will ("offline").
+        self._link.stop()
+        time.sleep(self.s.reboot_seconds)
+        self.version = version
+        self.state = "idle"
+        self._link = self._make_link()
+        if not self._stopped.is_set():
+            self._link.start()
+
+
+def devices_for(config: Config, count: int | None, group: str | None, broker: str,
+                version: str, **extra: object) -> list[SimDevice]:
+    """Simulated stand-ins for configured devices that have a plain (not hashed) password."""
+    from tinyota_mqtt.errors import TinyOTAError
+
+    chosen = [d for d in config.devices.values()
+              if (group is None or d.group == group) and d.password is not None and d.password.plain]
+    if group is not None and group not in config.groups:
+        raise TinyOTAError(f"no group {group!r}", "groups: " + ", ".join(config.groups))
+    if count is not None:
+        if count > len(chosen):
+            raise TinyOTAError(
+                f"asked for {count} simulated devices but the config has {len(chosen)} with a plain "
+                "password" + (f" in group {group}" if group else ""),
+                "a simulated device needs its password: add devices, or ask for fewer")
+        chosen = chosen[:count]
+    sims = []
+    for device in chosen:
+        image = config.image_of(device.id)
+        assert device.password is not None and device.password.plain is not None
+        sims.append(SimDevice(SimSettings(
+            device_id=device.id, password=device.password.plain.reveal(), broker=broker, version=version,
+            platform=image.platform if image else "esp8266", prefix=config.mqtt.prefix,
+            mqtt_username=config.mqtt.username if config.mqtt.username else None,
+            mqtt_password=config.mqtt.password.reveal() if config.mqtt.password else None,
+            **extra)))  # type: ignore[arg-type]
+    return sims
+
+
+def run_simulation(config: Config, *, devices: int | None, group: str | None, broker: str | None,
+                   version: str, duration: float | None) -> int:
+    url = broker or (f"mqtt://{config.mqtt.embedded_host}:{config.mqtt.embedded_port}"
+                     if config.mqtt.embedded else config.mqtt.url)
+    sims = devices_for(config, devices, group, url, version)
+    print(f"simulating {len(sims)} device(s) on {url}: {', '.join(s.s.device_id for s in sims)}. "
+          "Ctrl-C stops.", flush=True)
+    for sim in sims:
+        sim.start()
+    try:
+        deadline = None if duration is None else time.monotonic() + duration
+        while deadline is None or time.monotonic() < deadline:
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for sim in sims:
+            sim.stop()
+    return 0

@@ -1,0 +1,204 @@
+"""Every device's last known state and its history of update attempts, in one SQLite file.
+
+The registry answers from memory and writes behind: changes mark rows dirty and ``flush()``
+writes them in one transaction. The service flushes a fraction of a second after a change and
+at shutdown, so a burst of progress messages costs one commit, not thousands. WAL mode lets
+``tinyota status`` read the file while the server writes it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import astuple, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from tinyota_mqtt.core.attempts import OPEN, Attempt
+from tinyota_mqtt.errors import StateError
+
+SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS devices (
+    id TEXT PRIMARY KEY, online INTEGER, state TEXT, version TEXT, progress INTEGER,
+    last_seen REAL, platform TEXT, free_space INTEGER, last_error TEXT,
+    commanded TEXT, announced TEXT, announce_id TEXT, held INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS attempts (
+    id TEXT PRIMARY KEY, device TEXT NOT NULL, version TEXT NOT NULL, from_version TEXT,
+    state TEXT NOT NULL, created REAL NOT NULL, deadline REAL NOT NULL, updated REAL NOT NULL,
+    error TEXT, progress INTEGER
+);
+CREATE INDEX IF NOT EXISTS attempts_by_device ON attempts (device, created);
+"""
+
+
+@dataclass(frozen=True)
+class DeviceRecord:
+    id: str
+    online: bool | None = None
+    state: str | None = None
+    version: str | None = None
+    progress: int | None = None
+    last_seen: float | None = None
+    platform: str | None = None
+    free_space: int | None = None
+    last_error: str | None = None
+    commanded: str | None = None  # version set on command; None: the group's policy decides
+    announced: str | None = None  # version of the retained announcement; None: nothing pending
+    announce_id: str | None = None
+    held: bool = False  # cancelled on command: the policy announces nothing until the next install
+
+
+_DEVICE_COLUMNS = [f.name for f in fields(DeviceRecord)]
+_ATTEMPT_COLUMNS = [f.name for f in fields(Attempt)]
+
+
+class Registry:
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._devices: dict[str, DeviceRecord] = {}
+        self._attempts: dict[str, Attempt] = {}  # open attempts, plus any changed since the last flush
+        self._dirty_devices: set[str] = set()
+        self._dirty_attempts: set[str] = set()
+        self._db = self._open()
+        self._load()
+
+    def _broken(self, why: str) -> StateError:
+        return StateError(
+            f"the state file {self.path} is unusable: {why}",
+            f"stop the server, move it aside (mv {self.path} {self.path}.broken) and start again: "
+            "devices re-report their versions within a minute, only the attempt history is lost",
+        )
+
+    def _open(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            integrity = db.execute("PRAGMA quick_check").fetchone()[0]
+            if integrity != "ok":
+                raise self._broken(f"integrity check says {integrity!r}")
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise self._broken(f"it was written by a newer TinyOTA (schema {version})")
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")  # durable at each checkpoint; WAL keeps it consistent
+            db.executescript(_SCHEMA)
+            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except sqlite3.DatabaseError as exc:
+            raise self._broken(str(exc)) from None
+        return db
+
+    def _load(self) -> None:
+        try:
+            for row in self._db.execute(f"SELECT {', '.join(_DEVICE_COLUMNS)} FROM devices"):
+                record = DeviceRecord(*row)
+                self._devices[record.id] = replace(
+                    record, online=None if record.online is None else bool(record.online),
+                    held=bool(record.held))
+            placeholders = ", ".join("?" for _ in OPEN)
+            for row in self._db.execute(
+                    f"SELECT {', '.join(_ATTEMPT_COLUMNS)} FROM attempts WHERE state IN ({placeholders})",
+                    OPEN):
+                attempt = Attempt(*row)
+                self._attempts[attempt.id] = attempt
+        except (sqlite3.DatabaseError, TypeError) as exc:
+            raise self._broken(str(exc)) from None
+
+    def close(self) -> None:
+        self.flush()
+        with contextlib.suppress(sqlite3.Error):
+            self._db.close()
+
+    # -- devices ---------------------------------------------------------------------------------
+
+    def device(self, device_id: str) -> DeviceRecord:
+        return self._devices.get(device_id) or DeviceRecord(device_id)
+
+    def devices(self) -> list[DeviceRecord]:
+        return sorted(self._devices.values(), key=lambda d: d.id)
+
+    def update_device(self, device_id: str, **changes: Any) -> DeviceRecord:
+        record = replace(self.device(device_id), **changes)
+        if self._devices.get(device_id) != record:
+            self._devices[device_id] = record
+            self._dirty_devices.add(device_id)
+        return record
+
+    def forget_device(self, device_id: str) -> None:
+        self._devices.pop(device_id, None)
+        self._dirty_devices.discard(device_id)
+        self._db.execute("DELETE FROM devices WHERE id = ?", (device_id,))
+
+    # -- attempts --------------------------------------------------------------------------------
+
+    def put_attempt(self, attempt: Attempt) -> None:
+        self._attempts[attempt.id] = attempt
+        self._dirty_attempts.add(attempt.id)
+
+    def open_attempt(self, device_id: str) -> Attempt | None:
+        found = [a for a in self._attempts.values() if a.device == device_id and a.open]
+        return max(found, key=lambda a: a.created) if found else None
+
+    def open_attempts(self) -> list[Attempt]:
+        return [a for a in self._attempts.values() if a.open]
+
+    def attempt(self, attempt_id: str) -> Attempt | None:
+        if attempt_id in self._attempts:
+            return self._attempts[attempt_id]
+        row = self._db.execute(
+            f"SELECT {', '.join(_ATTEMPT_COLUMNS)} FROM attempts WHERE id = ?", (attempt_id,)).fetchone()
+        return Attempt(*row) if row else None
+
+    def last_attempt(self, device_id: str) -> Attempt | None:
+        """The newest attempt for a device, open or not, without forcing a flush."""
+        candidates = [a for a in self._attempts.values() if a.device == device_id]
+        row = self._db.execute(
+            f"SELECT {', '.join(_ATTEMPT_COLUMNS)} FROM attempts WHERE device = ? "
+            "ORDER BY created DESC LIMIT 1", (device_id,)).fetchone()
+        if row:
+            candidates.append(Attempt(*row))
+        return max(candidates, key=lambda a: a.created) if candidates else None
+
+    def history(self, device_id: str, limit: int = 50) -> list[Attempt]:
+        """Newest first: what is on disk merged with what has not been flushed yet."""
+        self.flush()
+        rows = self._db.execute(
+            f"SELECT {', '.join(_ATTEMPT_COLUMNS)} FROM attempts WHERE device = ? "
+            "ORDER BY created DESC LIMIT ?", (device_id, limit))
+        return [Attempt(*row) for row in rows]
+
+    # -- persistence -----------------------------------------------------------------------------
+
+    @property
+    def dirty(self) -> bool:
+        return bool(self._dirty_devices or self._dirty_attempts)
+
+    def flush(self) -> None:
+        if not self.dirty:
+            return
+        devices = [self._devices[d] for d in self._dirty_devices if d in self._devices]
+        attempts = [self._attempts[a] for a in self._dirty_attempts]
+        try:
+            self._db.execute("BEGIN")
+            self._write(devices, attempts)
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
+            raise StateError(f"cannot write the state file {self.path}: {exc}",
+                             "check free disk space and permissions") from None
+        self._dirty_devices.clear()
+        self._dirty_attempts.clear()
+        for attempt in attempts:  # closed attempts live on disk only
+            if not attempt.open:
+                self._attempts.pop(attempt.id, None)
+
+    def _write(self, devices: Iterable[DeviceRecord], attempts: Iterable[Attempt]) -> None:
+        dev_sql = (f"INSERT OR REPLACE INTO devices ({', '.join(_DEVICE_COLUMNS)}) "
+                   f"VALUES ({', '.join('?' for _ in _DEVICE_COLUMNS)})")
+        att_sql = (f"INSERT OR REPLACE INTO attempts ({', '.join(_ATTEMPT_COLUMNS)}) "
+                   f"VALUES ({', '.join('?' for _ in _ATTEMPT_COLUMNS)})")
+        self._db.executemany(dev_sql, [astuple(d) for d in devices])
+        self._db.executemany(att_sql, [astuple(a) for a in attempts])

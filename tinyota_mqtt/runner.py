@@ -1,0 +1,110 @@
+"""Wires the parts into one running process: store, registry, MQTT link, HTTP server, clock.
+
+One asyncio loop carries it all. The paho thread only hands messages over (see mqtt/client.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from dataclasses import dataclass
+from typing import Any
+
+from tinyota_mqtt.config.model import Config
+from tinyota_mqtt.http.app import make_app, start_http
+from tinyota_mqtt.mqtt.broker import EmbeddedBroker
+from tinyota_mqtt.mqtt.client import LinkSettings, MqttLink
+from tinyota_mqtt.service import Service
+
+log = logging.getLogger("tinyota")
+TICK_SECONDS = 0.5
+
+
+@dataclass(frozen=True)
+class Overrides:
+    host: str | None = None
+    port: int | None = None
+    mqtt_url: str | None = None  # "none" turns MQTT off (HTTP only)
+
+
+class Server:
+    def __init__(self, config: Config, overrides: Overrides = Overrides()) -> None:
+        self.config = config
+        self.overrides = overrides
+        self.service = Service(config)
+        self.broker: EmbeddedBroker | None = None
+        self.link: MqttLink | None = None
+        self.port: int = 0
+        self.mqtt_url: str | None = None
+        self._http: Any = None
+        self._ticker: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        for leftover in self.service.store.sweep():
+            log.info("removed leftover of an interrupted upload: %s", leftover)
+        mqtt = self.config.mqtt
+        url = self.overrides.mqtt_url or mqtt.url
+        if url != "none":
+            if url == "embedded":
+                self.broker = EmbeddedBroker(mqtt.embedded_host, mqtt.embedded_port)
+                await self.broker.start()
+                url = self.broker.url
+            self.mqtt_url = url
+            topics = self.service.topics
+            settings = LinkSettings(
+                url=url, client_id=mqtt.client_id, username=mqtt.username,
+                password=mqtt.password.reveal() if mqtt.password else None, keepalive=mqtt.keepalive,
+                protocol=mqtt.protocol,
+                ca=str(mqtt.tls.ca) if mqtt.tls and mqtt.tls.ca else None,
+                cert=str(mqtt.tls.cert) if mqtt.tls and mqtt.tls.cert else None,
+                key=str(mqtt.tls.key) if mqtt.tls and mqtt.tls.key else None,
+                will=(topics.server_availability, b"offline"), online=b"online")
+            subs = [(t, 1) for t in topics.subscriptions()]
+            if self.config.homeassistant.enabled:
+                subs.append((self.config.homeassistant.status_topic, 1))
+            self.service.mqtt_connected = False
+            self.link = MqttLink(settings, subs, on_message=self.service.handle_message,
+                                 on_connected=self.service.on_connected,
+                                 on_disconnected=self._mqtt_lost, dispatch=loop.call_soon_threadsafe)
+            self.service.bus = self.link
+            self.link.start()
+        self.service.tick()  # read the store, announce what is due before the first device asks
+        tls = self.config.server.tls
+        ssl_ctx = None
+        if tls is not None and tls.cert is not None:
+            ssl_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ssl_ctx.load_cert_chain(str(tls.cert), str(tls.key) if tls.key else None)
+        host = self.overrides.host or self.config.server.host
+        port = self.config.server.port if self.overrides.port is None else self.overrides.port
+        self._http, sockets = start_http(self.service, make_app(self.service), host, port, ssl_ctx)
+        self.port = sockets[0].getsockname()[1]
+        self._ticker = asyncio.create_task(self._tick_forever())
+
+    def _mqtt_lost(self, _reason: str) -> None:
+        self.service.mqtt_connected = False
+
+    async def _tick_forever(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_SECONDS)
+            try:
+                self.service.tick()
+            except Exception:  # the clock must keep going: log and carry on
+                log.exception("periodic work failed")
+
+    async def stop(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+        if self._http is not None:
+            self._http.stop()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._http.close_all_connections(), 2)
+        if self.link is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.link.stop)
+        if self.broker is not None:
+            await self.broker.stop()
+        self.service.close()

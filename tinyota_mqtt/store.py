@@ -1,0 +1,332 @@
+"""The firmware store: plain files under one directory, written so a half release is never seen.
+
+Layout::
+
+    <root>/<image>/<version>.json               metadata; its presence *is* the release
+    <root>/<image>/<version>.<sha256[:16]>.bin  the image bytes, named by content
+    <root>/.incoming/<random>.part              uploads in progress
+
+A release is committed in this order: bytes to ``.incoming`` (hashed as they arrive), fsync,
+rename into the image folder, metadata to a temp file, fsync, rename to ``<version>.json``, fsync
+the folder. A crash before the last rename leaves only files no listing looks at; ``sweep()``
+removes them. Content-named blobs mean replacing a release never rewrites bytes a device may be
+downloading right now: an open download keeps reading the old file until it finishes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import secrets
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from tinyota_mqtt.core import image as esp_image
+from tinyota_mqtt.core import semver
+from tinyota_mqtt.errors import NotFound, ReleaseExists, StoreError
+
+IMAGE_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
+INCOMING = ".incoming"
+STALE_UPLOAD_SECONDS = 3600.0  # a .part file this old belongs to no live upload
+_MARKER_TAIL = len(esp_image.VERSION_MARKER) + semver.MAX_LENGTH + 1
+
+
+@dataclass(frozen=True)
+class Release:
+    image: str
+    version: str
+    size: int
+    md5: str
+    sha256: str
+    created: str  # ISO 8601, UTC
+    notes: str
+    file: str  # blob file name inside <root>/<image>/
+
+    @property
+    def sort_key(self) -> semver.Version:
+        return semver.parse(self.version)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """What an uploader declared; any mismatch refuses the release."""
+
+    size: int | None = None
+    md5: str | None = None
+    sha256: str | None = None
+
+
+class Upload:
+    """One release being written. Feed ``write()``, then ``commit()``; ``abort()`` on any failure.
+
+    Usable as a context manager: leaving the block without ``commit()`` aborts.
+    """
+
+    def __init__(self, store: FirmwareStore, image: str, version: str, notes: str,
+                 *, replace: bool, force: bool, expect: Expectation, max_size: int | None) -> None:
+        self._store, self.image, self.version, self.notes = store, image, version, notes
+        self._replace, self._force, self._expect, self._max_size = replace, force, expect, max_size
+        incoming = store.root / INCOMING
+        incoming.mkdir(parents=True, exist_ok=True)
+        self._part = incoming / f"{secrets.token_hex(8)}.part"
+        self._fh: BinaryIO | None = open(self._part, "xb")  # noqa: SIM115 - closed in commit/abort
+        self._md5, self._sha256 = hashlib.md5(), hashlib.sha256()
+        self.size = 0
+        self._head = b""
+        self._tail = b""
+        self._embedded_version: str | None = None
+
+    def write(self, chunk: bytes) -> None:
+        if self._fh is None:
+            raise StoreError("upload already finished")
+        if self._max_size is not None and self.size + len(chunk) > self._max_size:
+            self.abort()
+            raise StoreError(
+                f"release is larger than the {self._max_size} byte limit",
+                "raise server.limits.max_upload_bytes if this image is really that big",
+            )
+        if len(self._head) < 2:
+            self._head = (self._head + chunk)[:2]
+        if self._embedded_version is None:
+            window = self._tail + chunk
+            self._embedded_version = esp_image.find_version(window)
+            self._tail = window[-_MARKER_TAIL:]
+        self._fh.write(chunk)
+        self._md5.update(chunk)
+        self._sha256.update(chunk)
+        self.size += len(chunk)
+
+    def _refusal(self) -> StoreError | None:
+        exp = self._expect
+        if self.size == 0:
+            return StoreError("the firmware file is empty", "check the build output path")
+        if exp.size is not None and exp.size != self.size:
+            return StoreError(f"received {self.size} bytes but {exp.size} were declared",
+                              "the upload was cut short or the declared size is wrong")
+        if exp.md5 is not None and exp.md5.lower() != self._md5.hexdigest():
+            return StoreError("md5 does not match the declared md5", "the file changed or was corrupted")
+        if exp.sha256 is not None and exp.sha256.lower() != self._sha256.hexdigest():
+            return StoreError("sha256 does not match the declared sha256",
+                              "the file changed or was corrupted")
+        if self._force:
+            return None
+        if esp_image.kind(self._head) is None:
+            return StoreError(
+                f"this is not an ESP firmware image (first byte 0x{self._head[:1].hex() or '??'}, "
+                "expected 0xe9, or gzip 1f 8b)",
+                "release the .bin the build produced (not the .elf), or pass --force",
+            )
+        declared = self._embedded_version
+        if declared is not None and declared != self.version:
+            return StoreError(
+                f"the image says it is version {declared} but is being released as {self.version}",
+                "a device would report its old version and the update would never be confirmed; "
+                "fix --version or pass --force",
+            )
+        return None
+
+    def commit(self) -> Release:
+        if self._fh is None:
+            raise StoreError("upload already finished")
+        refusal = self._refusal()
+        if refusal is not None:
+            self.abort()
+            raise refusal
+        fh, self._fh = self._fh, None
+        try:
+            fh.flush()
+            os.fsync(fh.fileno())
+        finally:
+            fh.close()
+        try:
+            return self._store._commit(self, self._part, self._md5.hexdigest(), self._sha256.hexdigest())
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                self._part.unlink()
+            raise
+
+    def abort(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+        with contextlib.suppress(FileNotFoundError):
+            self._part.unlink()
+
+    def __enter__(self) -> Upload:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.abort()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class FirmwareStore:
+    def __init__(self, root: Path, *, max_size: int | None = None) -> None:
+        self.root = Path(root)
+        self.max_size = max_size
+        self._cache: dict[str, tuple[int, list[Release]]] = {}
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def images(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and IMAGE_NAME.match(p.name))
+
+    def releases(self, image: str | None = None) -> list[Release]:
+        """Releases sorted by semantic version, lowest first. Cached per folder mtime."""
+        if image is None:
+            return [r for name in self.images() for r in self.releases(name)]
+        folder = self.root / image
+        if not IMAGE_NAME.match(image):
+            return []
+        try:
+            stamp = folder.stat().st_mtime_ns
+        except FileNotFoundError:
+            return []
+        cached = self._cache.get(image)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        found = sorted(self._read_folder(folder), key=lambda r: r.sort_key)
+        self._cache[image] = (stamp, found)
+        return found
+
+    def _read_folder(self, folder: Path) -> Iterator[Release]:
+        for meta in folder.glob("*.json"):
+            try:
+                data = json.loads(meta.read_text("utf-8"))
+                release = Release(**data)
+                semver.parse(release.version)
+            except (OSError, ValueError, TypeError, semver.VersionError):
+                continue  # unreadable metadata is not a release; `tinyota releases` shows the rest
+            if (folder / release.file).is_file():
+                yield release
+
+    def get(self, image: str, version: str) -> Release:
+        for release in self.releases(image):
+            if release.version == version:
+                return release
+        raise NotFound(f"no release {version} of image {image!r}", "`tinyota releases` lists what exists")
+
+    def latest(self, image: str) -> Release | None:
+        found = self.releases(image)
+        return found[-1] if found else None
+
+    def path_of(self, release: Release) -> Path:
+        return self.root / release.image / release.file
+
+    def relative_path_of(self, release: Release) -> str:
+        return f"{release.image}/{release.file}"
+
+    # -- writing ---------------------------------------------------------------------------------
+
+    def begin(self, image: str, version: str, notes: str = "", *, replace: bool = False,
+              force: bool = False, expect: Expectation | None = None) -> Upload:
+        """Check what can be checked before any byte arrives, then open an upload."""
+        if not IMAGE_NAME.match(image or ""):
+            raise StoreError(f"image name {image!r} is not valid", "use letters, digits, '-' and '_'")
+        parsed = semver.parse(version)
+        if not replace:
+            for existing in self.releases(image):
+                if existing.sort_key == parsed:
+                    raise ReleaseExists(
+                        f"{image} {existing.version} is already released",
+                        "pick a new version, or pass --replace to overwrite it",
+                    )
+        return Upload(self, image, version, notes, replace=replace, force=force,
+                      expect=expect or Expectation(), max_size=self.max_size)
+
+    def add_file(self, path: Path, image: str, version: str, notes: str = "", *, replace: bool = False,
+                 force: bool = False, expect: Expectation | None = None) -> Release:
+        try:
+            source = open(path, "rb")  # noqa: SIM115 - closed below
+        except OSError as exc:
+            raise StoreError(f"cannot read {path}: {exc.strerror}") from exc
+        with source, self.begin(image, version, notes, replace=replace, force=force, expect=expect) as up:
+            for chunk in iter(lambda: source.read(1 << 16), b""):
+                up.write(chunk)
+            return up.commit()
+
+    def _commit(self, upload: Upload, part: Path, md5: str, sha256: str) -> Release:
+        folder = self.root / upload.image
+        folder.mkdir(parents=True, exist_ok=True)
+        previous = [r for r in self.releases(upload.image)
+                    if r.sort_key == semver.parse(upload.version)]
+        if previous and not upload._replace:
+            raise ReleaseExists(f"{upload.image} {upload.version} was released meanwhile",
+                                "pass --replace to overwrite it")
+        release = Release(
+            image=upload.image, version=upload.version, size=upload.size, md5=md5, sha256=sha256,
+            created=datetime.now(UTC).isoformat(timespec="seconds"), notes=upload.notes,
+            file=f"{upload.version}.{sha256[:16]}.bin",
+        )
+        os.replace(part, folder / release.file)
+        meta_tmp = folder / f".{upload.version}.{secrets.token_hex(4)}.json.tmp"
+        with open(meta_tmp, "x", encoding="utf-8") as fh:
+            json.dump(release.to_json(), fh, indent=2)
+            fh.flush()
+            os.fsync(fh.fileno())
+        for old in previous:  # equal precedence but another spelling, e.g. 1.4.0+a → 1.4.0+b
+            if old.version != release.version:
+                with contextlib.suppress(FileNotFoundError):
+                    (folder / f"{old.version}.json").unlink()
+        os.replace(meta_tmp, folder / f"{release.version}.json")
+        _fsync_dir(folder)
+        for old in previous:
+            if old.file != release.file:
+                with contextlib.suppress(FileNotFoundError):
+                    (folder / old.file).unlink()
+        self._cache.pop(upload.image, None)
+        return release
+
+    def delete(self, image: str, version: str) -> Release:
+        release = self.get(image, version)
+        folder = self.root / image
+        (folder / f"{release.version}.json").unlink()
+        _fsync_dir(folder)
+        with contextlib.suppress(FileNotFoundError):
+            (folder / release.file).unlink()
+        self._cache.pop(image, None)
+        return release
+
+    def sweep(self, now: float | None = None) -> list[Path]:
+        """Remove leftovers of interrupted uploads: stale .part files, blobs no metadata names."""
+        now = time.time() if now is None else now
+        removed: list[Path] = []
+        incoming = self.root / INCOMING
+        candidates: Iterable[Path] = incoming.glob("*.part") if incoming.is_dir() else ()
+        for part in candidates:
+            with contextlib.suppress(FileNotFoundError):
+                if now - part.stat().st_mtime > STALE_UPLOAD_SECONDS:
+                    part.unlink()
+                    removed.append(part)
+        for image in self.images():
+            folder = self.root / image
+            named = {r.file for r in self._read_folder(folder)}
+            for blob in folder.glob("*.bin"):
+                with contextlib.suppress(FileNotFoundError):
+                    if blob.name not in named and now - blob.stat().st_mtime > STALE_UPLOAD_SECONDS:
+                        blob.unlink()
+                        removed.append(blob)
+            for tmp in folder.glob(".*.json.tmp"):
+                with contextlib.suppress(FileNotFoundError):
+                    tmp.unlink()
+                    removed.append(tmp)
+        return removed
