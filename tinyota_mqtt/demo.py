@@ -59,7 +59,9 @@ async def _demo(config: Config, port: int, keep_running: bool) -> int:
             up.commit()
     await server.start()
     public = f"http://127.0.0.1:{server.port}"
-    print(f"server on {public} (admin / {config.server.admin.password.plain.reveal() if config.server.admin.password.plain else '***'}), "
+    admin = config.server.admin
+    shown_password = admin.password.plain.reveal() if admin.password.plain else "(hashed in the config)"
+    print(f"server on {public} (user {admin.username}, password {shown_password}), "
           f"embedded broker on {server.mqtt_url}", flush=True)
     sims: list[SimDevice] = devices_for(config, None, None, server.mqtt_url or "", START,
                                         rate=256 * 1024)

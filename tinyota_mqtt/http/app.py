@@ -46,7 +46,7 @@ def _log_request(handler: web.RequestHandler, enabled: bool) -> None:
     if isinstance(handler, firmware.FirmwareHandler) and handler.release is not None:
         who = handler.principal.username if handler.principal else "-"
         r = handler.release
-        outcome = " client-disconnected" if handler.client_gone and handler.sent < r.size else ""
+        outcome = " client-disconnected" if handler.client_gone else ""
         access_log.log(level, "download device=%s image=%s version=%s status=%d bytes=%d seconds=%.2f "
                        "ip=%s%s", who, r.image, r.version, status, handler.sent, seconds,
                        handler.request.remote_ip, outcome)

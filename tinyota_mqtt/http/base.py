@@ -30,7 +30,6 @@ class BaseHandler(web.RequestHandler):
         """The caller, or a 401 that tells a browser or curl to send credentials."""
         principal = self.service.authenticate(self.request.headers.get("Authorization"))
         if principal is None:
-            self.set_header("WWW-Authenticate", REALM)
             # Which part was wrong is deliberately not said; the log line names the user tried.
             raise web.HTTPError(401, "authentication failed for %s", self._user_tried())
         self.principal = principal
@@ -68,7 +67,13 @@ class BaseHandler(web.RequestHandler):
         self.set_header("Content-Type", "application/json; charset=UTF-8")
         self.finish(json.dumps(body, indent=1, sort_keys=False))
 
+    def error_headers(self, status_code: int) -> None:
+        # send_error() clears every header before write_error(), so the challenge is set here.
+        if status_code == 401:
+            self.set_header("WWW-Authenticate", REALM)
+
     def write_error(self, status_code: int, **kwargs: Any) -> None:
+        self.error_headers(status_code)
         exc = kwargs.get("exc_info", (None, None, None))[1]
         if isinstance(exc, TinyOTAError):
             body: dict[str, Any] = {"error": exc.message}

@@ -73,6 +73,9 @@ class FirmwareHandler(BaseHandler, web.StaticFileHandler):
         if device is not None and include_body:
             self.service.download_started(device, release)
         await web.StaticFileHandler.get(self, self.service.store.relative_path_of(release), include_body)
+        if include_body and self.get_status() in (200, 206):
+            # StaticFileHandler stops quietly when the client goes away; notice it for the log.
+            self.client_gone = self.sent < int(self._headers.get("Content-Length", 0))
 
     # -- StaticFileHandler hooks -----------------------------------------------------------------
 
@@ -95,11 +98,9 @@ class FirmwareHandler(BaseHandler, web.StaticFileHandler):
         self.sent += len(chunk)
         super().write(chunk)
 
-    def on_connection_close(self) -> None:
-        self.client_gone = True
-
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         # ESP cores and curl read the status; a short text body says why for a human.
+        self.error_headers(status_code)
         self.set_header("Content-Type", "text/plain; charset=UTF-8")
         self.finish(f"{status_code} {self._reason}\n")
 

@@ -9,6 +9,7 @@ thread-safe in paho 2.x and may be called from anywhere.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import ssl
 import threading
@@ -111,10 +112,8 @@ class MqttLink:
         self._stopping = True
         if self.settings.will is not None and self.connected.is_set():
             info = self._client.publish(self.settings.will[0], self.settings.will[1], qos=1, retain=True)
-            try:
+            with contextlib.suppress(RuntimeError, ValueError):
                 info.wait_for_publish(timeout)
-            except (RuntimeError, ValueError):
-                pass
         self._client.disconnect()
         self._client.loop_stop()
 

@@ -1,0 +1,105 @@
+"""The admin API: streamed uploads that either land whole or not at all, listing, CSRF guard."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import ServerThread, wait_until, write_config
+from tests.test_http import HTTP_ONLY, request
+from tinyota_mqtt.core.httpauth import basic_header
+from tinyota_mqtt.core.image import make_test_image
+
+ADMIN = {"user": "admin", "password": "admin-secret"}
+
+
+@pytest.fixture
+def server(tmp_path: Path, servers: Any) -> ServerThread:
+    return servers(write_config(tmp_path), HTTP_ONLY)  # type: ignore[no-any-return]
+
+
+def upload(server: ServerThread, query: str, data: bytes, **headers: str) -> tuple[int, Any]:
+    resp, body = request(server, "POST", f"/api/releases?{query}", body=data,
+                         headers={"Content-Type": "application/octet-stream", **headers}, **ADMIN)
+    return resp.status, json.loads(body) if body else None
+
+
+def test_upload_then_list_then_download(server: ServerThread) -> None:
+    data = make_test_image("1.4.0", 123_456)
+    status, body = upload(server, f"image=kitchen&version=1.4.0&notes=hello&md5={hashlib.md5(data).hexdigest()}", data)
+    assert status == 201, body
+    assert body["md5"] == hashlib.md5(data).hexdigest() and body["notes"] == "hello"
+    resp, listing = request(server, "GET", "/api/releases?image=kitchen", **ADMIN)
+    assert [r["version"] for r in json.loads(listing)] == ["1.4.0"]
+    _resp, got = request(server, "GET", "/fw/kitchen/1.4.0.bin")
+    assert got == data
+
+
+@pytest.mark.parametrize(("query", "data", "status", "message"), [
+    ("image=kitchen&version=1.0.0", b"", 400, "empty"),
+    ("image=kitchen&version=1.0.0", b"MZ not an esp image", 400, "not an ESP firmware image"),
+    ("image=kitchen&version=one", make_test_image("1.0.0"), 400, "not a semantic version"),
+    ("image=kichen&version=1.0.0", make_test_image("1.0.0"), 400, "not in the config"),
+    ("image=kitchen&version=1.0.0&md5=" + "0" * 32, make_test_image("1.0.0"), 400, "md5 does not match"),
+    ("image=kitchen&version=1.0.0&md5=xyz", make_test_image("1.0.0"), 400, "hex digits"),
+])
+def test_bad_uploads_are_refused_clearly(server: ServerThread, query: str, data: bytes, status: int,
+                                         message: str) -> None:
+    got, body = upload(server, query, data)
+    assert got == status
+    assert message in body["error"]
+    assert server.service.store.releases() == []
+
+
+def test_duplicate_upload_is_409_and_replace_works(server: ServerThread) -> None:
+    data = make_test_image("1.0.0")
+    assert upload(server, "image=kitchen&version=1.0.0", data)[0] == 201
+    status, body = upload(server, "image=kitchen&version=1.0.0", data)
+    assert status == 409 and "--replace" in body["hint"]
+    assert upload(server, "image=kitchen&version=1.0.0&replace=1", data)[0] == 201
+
+
+def test_oversized_upload_is_refused_before_reading(tmp_path: Path, servers: Any) -> None:
+    text = (write_config(tmp_path).read_text()
+            .replace("  admin:", "  limits: {max_upload_bytes: 1KiB}\n  admin:"))
+    srv = servers(write_config(tmp_path, text=text.replace("{", "{{").replace("}", "}}")), HTTP_ONLY)
+    status, body = upload(srv, "image=kitchen&version=1.0.0", make_test_image("1.0.0", 5000))
+    assert status == 400 and "limit" in body["error"]
+
+
+def test_interrupted_upload_leaves_no_release(server: ServerThread) -> None:
+    data = make_test_image("2.0.0", 500_000)
+    auth = basic_header("admin", "admin-secret")
+    sock = socket.create_connection(("127.0.0.1", server.server.port), 10)
+    sock.sendall((f"POST /api/releases?image=kitchen&version=2.0.0 HTTP/1.1\r\nHost: x\r\n"
+                  f"Authorization: {auth}\r\nContent-Length: {len(data)}\r\n\r\n").encode() + data[:200_000])
+    incoming = server.config.server.store / ".incoming"
+    wait_until(lambda: incoming.exists() and any(p.stat().st_size > 100_000 for p in incoming.iterdir()), 10,
+               "the upload to be under way")
+    sock.close()
+    wait_until(lambda: not any(incoming.iterdir()), 10, "the partial upload to be discarded")
+    assert server.service.store.releases() == []
+
+
+def test_cross_site_posts_are_refused(server: ServerThread) -> None:
+    data = make_test_image("1.0.0")
+    status, _body = upload(server, "image=kitchen&version=1.0.0", data, Origin="http://evil.example")
+    assert status == 403
+    status, _ = upload(server, "image=kitchen&version=1.0.0", data, **{"Sec-Fetch-Site": "cross-site"})
+    assert status == 403
+    assert server.service.store.releases() == []
+    same = f"http://127.0.0.1:{server.server.port}"
+    assert upload(server, "image=kitchen&version=1.0.0", data, Origin=same)[0] == 201
+
+
+def test_device_detail_and_unknown_device(server: ServerThread) -> None:
+    resp, body = request(server, "GET", "/api/devices/kitchen-1", **ADMIN)
+    detail = json.loads(body)
+    assert detail["group"] == "kitchen-lights" and detail["topics"]["update"].endswith("/kitchen-1/update")
+    resp, _ = request(server, "GET", "/api/devices/ghost", **ADMIN)
+    assert resp.status == 404

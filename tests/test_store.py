@@ -1,0 +1,156 @@
+"""The firmware store: validation, semantic ordering, and that a half release is never visible."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import tinyota, wait_until, write_config
+from tinyota_mqtt.core.image import make_test_image
+from tinyota_mqtt.errors import ReleaseExists, StoreError, TinyOTAError
+from tinyota_mqtt.store import Expectation, FirmwareStore
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> FirmwareStore:
+    return FirmwareStore(tmp_path / "store", max_size=1_000_000)
+
+
+def put(store: FirmwareStore, version: str, image: str = "kitchen", data: bytes | None = None,
+        **kw: object) -> object:
+    path = store.root.parent / "upload.bin"
+    path.write_bytes(make_test_image(version) if data is None else data)
+    return store.add_file(path, image, version, **kw)  # type: ignore[arg-type]
+
+
+def test_release_metadata(store: FirmwareStore) -> None:
+    data = make_test_image("1.4.0", 10_000)
+    rel = put(store, "1.4.0", data=data, notes="fixes")
+    assert rel.size == 10_000  # type: ignore[attr-defined]
+    assert rel.md5 == hashlib.md5(data).hexdigest()  # type: ignore[attr-defined]
+    assert rel.sha256 == hashlib.sha256(data).hexdigest()  # type: ignore[attr-defined]
+    assert rel.notes == "fixes"  # type: ignore[attr-defined]
+    assert store.path_of(rel).read_bytes() == data  # type: ignore[arg-type]
+    assert FirmwareStore(store.root).get("kitchen", "1.4.0") == rel  # survives a new process
+
+
+def test_versions_order_semantically(store: FirmwareStore) -> None:
+    for v in ["1.10.0", "1.2.0", "1.2.0-rc.1", "1.2.0-beta", "0.9.9", "1.2.0-rc.10"]:
+        put(store, v)
+    assert [r.version for r in store.releases("kitchen")] == \
+        ["0.9.9", "1.2.0-beta", "1.2.0-rc.1", "1.2.0-rc.10", "1.2.0", "1.10.0"]
+    assert store.latest("kitchen").version == "1.10.0"  # type: ignore[union-attr]
+
+
+def test_duplicate_version_refused_unless_replace(store: FirmwareStore) -> None:
+    first = put(store, "1.0.0")
+    with pytest.raises(ReleaseExists, match="already released"):
+        put(store, "1.0.0")
+    with pytest.raises(ReleaseExists):
+        put(store, "1.0.0+build.7", force=True)  # same precedence, another spelling
+    second = put(store, "1.0.0", data=make_test_image("1.0.0", 9000), replace=True)
+    assert second.sha256 != first.sha256  # type: ignore[attr-defined]
+    assert len(store.releases("kitchen")) == 1
+    assert not store.path_of(first).exists()  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    (b"", "empty"),
+    (b"\x7fELF" + b"\x00" * 100, "not an ESP firmware image"),
+    (make_test_image("2.0.0"), "says it is version 2.0.0"),
+])
+def test_bad_images_are_refused(store: FirmwareStore, data: bytes, message: str) -> None:
+    with pytest.raises(StoreError, match=message):
+        put(store, "1.0.0", data=data)
+    assert store.releases("kitchen") == []
+    assert list((store.root / ".incoming").glob("*")) == []
+
+
+def test_force_accepts_a_non_esp_file(store: FirmwareStore) -> None:
+    assert put(store, "1.0.0", data=b"plain text", force=True).size == 10  # type: ignore[attr-defined]
+
+
+def test_gzip_images_are_accepted(store: FirmwareStore) -> None:
+    assert put(store, "1.0.0", data=b"\x1f\x8b" + os.urandom(100)).size == 102  # type: ignore[attr-defined]
+
+
+def test_declared_size_and_checksums_must_match(store: FirmwareStore) -> None:
+    data = make_test_image("1.0.0")
+    for expect in (Expectation(size=len(data) + 1), Expectation(md5="0" * 32), Expectation(sha256="f" * 64)):
+        with pytest.raises(StoreError, match="declared"):
+            with store.begin("kitchen", "1.0.0", expect=expect) as up:
+                up.write(data)
+                up.commit()
+    good = Expectation(size=len(data), md5=hashlib.md5(data).hexdigest(), sha256=hashlib.sha256(data).hexdigest())
+    with store.begin("kitchen", "1.0.0", expect=good) as up:
+        up.write(data)
+        up.commit()
+    assert store.get("kitchen", "1.0.0").size == len(data)
+
+
+def test_size_limit(store: FirmwareStore) -> None:
+    with pytest.raises(StoreError, match="larger than"):
+        put(store, "1.0.0", data=make_test_image("1.0.0", 1_000_001))
+
+
+@pytest.mark.parametrize(("image", "version"), [("../etc", "1.0.0"), ("kitchen", "v1.0.0"),
+                                                ("kitchen", "1.0"), ("", "1.0.0"), ("kitchen", "../1.0.0")])
+def test_bad_names_are_refused(store: FirmwareStore, image: str, version: str) -> None:
+    with pytest.raises(TinyOTAError):
+        store.begin(image, version)
+
+
+def test_an_abandoned_upload_leaves_nothing_visible(store: FirmwareStore) -> None:
+    up = store.begin("kitchen", "1.0.0")
+    up.write(make_test_image("1.0.0")[:1000])
+    assert store.releases("kitchen") == []
+    up.abort()
+    assert list((store.root / ".incoming").iterdir()) == []
+
+
+def test_sweep_removes_stale_leftovers_only(store: FirmwareStore) -> None:
+    put(store, "1.0.0")
+    stale = store.root / ".incoming" / "dead.part"
+    stale.write_bytes(b"x")
+    orphan = store.root / "kitchen" / "2.0.0.deadbeef.bin"
+    orphan.write_bytes(b"x")
+    assert store.sweep() == []  # fresh files may belong to a live upload
+    later = time.time() + 7200
+    assert set(store.sweep(now=later)) == {stale, orphan}
+    assert [r.version for r in store.releases("kitchen")] == ["1.0.0"]
+
+
+def test_replacing_keeps_an_open_download_consistent(store: FirmwareStore) -> None:
+    old = put(store, "1.0.0", data=make_test_image("1.0.0", 50_000))
+    with open(store.path_of(old), "rb") as reading:  # type: ignore[arg-type]
+        put(store, "1.0.0", data=make_test_image("1.0.0", 60_000, fill=b"\x00"), replace=True)
+        assert hashlib.md5(reading.read()).hexdigest() == old.md5  # type: ignore[attr-defined]
+
+
+def test_killed_release_command_leaves_no_release(tmp_path: Path) -> None:
+    """kill -9 the CLI half way through a release: nothing appears, and sweep cleans up."""
+    config = write_config(tmp_path)
+    fifo = tmp_path / "fw.fifo"
+    os.mkfifo(fifo)
+    proc = subprocess.Popen([sys.executable, "-m", "tinyota_mqtt", "release", str(fifo), "-c", str(config),
+                             "--image", "kitchen", "--version", "1.0.0"], stderr=subprocess.PIPE)
+    with open(fifo, "wb") as writer:
+        writer.write(make_test_image("1.0.0", 300_000)[:150_000])
+        writer.flush()
+        incoming = tmp_path / "firmware" / ".incoming"
+        wait_until(lambda: any(p.stat().st_size > 0 for p in incoming.glob("*.part")) if incoming.exists()
+                   else False, 20, "the upload to start")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    store = FirmwareStore(tmp_path / "firmware")
+    assert store.releases() == []
+    listing = tinyota("releases", "-c", str(config))
+    assert listing.returncode == 0 and "1.0.0" not in listing.stdout
+    assert len(store.sweep(now=time.time() + 7200)) == 1
