@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import getpass
 import os
 import shutil
 import signal
@@ -65,7 +66,10 @@ class Mosquitto:
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
-        lines = [f"listener {self.port} 127.0.0.1", "persistence false", "log_dest stderr",
+        # Started as root, mosquitto drops to the 'mosquitto' user and then cannot read our 0600
+        # files; telling it to stay who we are keeps the test files private and readable.
+        lines = [f"user {getpass.getuser()}", f"listener {self.port} 127.0.0.1", "persistence false",
+                 "log_dest stderr",
                  "log_type error", "log_type warning"]
         if users:
             pwfile = self.dir / "passwd"

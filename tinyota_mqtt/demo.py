@@ -59,9 +59,8 @@ async def _demo(config: Config, port: int, keep_running: bool) -> int:
             up.commit()
     await server.start()
     public = f"http://127.0.0.1:{server.port}"
-    admin = config.server.admin
-    shown_password = admin.password.plain.reveal() if admin.password.plain else "(hashed in the config)"
-    print(f"server on {public} (user {admin.username}, password {shown_password}), "
+    # Never print the password itself: it may be a real one from the environment.
+    print(f"server on {public} (log in as {config.server.admin.username} with server.admin.password), "
           f"embedded broker on {server.mqtt_url}", flush=True)
     sims: list[SimDevice] = devices_for(config, None, None, server.mqtt_url or "", START,
                                         rate=256 * 1024)

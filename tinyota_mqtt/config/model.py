@@ -58,7 +58,7 @@ class ServerConfig:
 @dataclass(frozen=True)
 class MqttConfig:
     # "embedded" runs an in-process broker on embedded_host:embedded_port (quickstart only);
-    # otherwise mqtt://host[:port] or mqtts://host[:port].
+    # "none" runs HTTP only; otherwise mqtt://host[:port] or mqtts://host[:port].
     url: str = "embedded"
     username: str | None = None
     password: Secret | None = None

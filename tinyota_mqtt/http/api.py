@@ -8,6 +8,7 @@ from dataclasses import asdict
 from typing import Any
 
 from tornado import web
+from tornado.http1connection import HTTP1Connection
 
 from tinyota_mqtt.errors import StoreError, TinyOTAError
 from tinyota_mqtt.http.base import BaseHandler
@@ -63,7 +64,8 @@ class ReleasesHandler(AdminHandler):
         if self.request.method != "POST":
             return
         limit = self.service.config.server.limits.max_upload_bytes
-        self.request.connection.set_max_body_size(limit)  # type: ignore[attr-defined]
+        if isinstance(self.request.connection, HTTP1Connection):
+            self.request.connection.set_max_body_size(limit)
         declared = self.request.headers.get("Content-Length")
         if declared is None:
             raise TinyOTAError("send the image with a Content-Length", "curl --data-binary @fw.bin does")

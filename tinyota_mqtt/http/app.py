@@ -63,12 +63,12 @@ class CappedHTTPServer(httpserver.HTTPServer):
     could exhaust file descriptors and starve the devices that are really updating.
     """
 
-    def initialize(self, *args: Any, max_connections: int = 2000, **kwargs: Any) -> None:  # type: ignore[override]
+    def initialize(self, *args: Any, max_connections: int = 2000, **kwargs: Any) -> None:
         super().initialize(*args, **kwargs)
         self.max_connections = max_connections
 
     def handle_stream(self, stream: iostream.IOStream, address: tuple[Any, ...]) -> None:
-        if len(self._connections) >= self.max_connections:  # type: ignore[attr-defined]
+        if len(self._connections) >= self.max_connections:
             stream.write(b"HTTP/1.0 503 Service Unavailable\r\nContent-Length: 0\r\n"
                          b"Retry-After: 5\r\nConnection: close\r\n\r\n").add_done_callback(
                              lambda _f: stream.close())

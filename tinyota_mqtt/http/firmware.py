@@ -36,8 +36,8 @@ class FirmwareHandler(BaseHandler, web.StaticFileHandler):
         self.client_gone = False
         self.refusal: str | None = None
 
-    def head(self, *args: str) -> Any:  # type: ignore[override]
-        return self.get(*args, include_body=False)
+    def head(self, image: str, version: str) -> Any:  # type: ignore[override]
+        return self.get(image, version, include_body=False)
 
     async def get(self, image: str, version: str, include_body: bool = True) -> None:  # type: ignore[override]
         principal = self.authenticate()
@@ -107,6 +107,9 @@ class FirmwareHandler(BaseHandler, web.StaticFileHandler):
 
 class SeedFirmwareHandler(FirmwareHandler):
     """``GET|HEAD /firmware.bin``: the seed script's URL, now serving the caller's target release."""
+
+    def head(self) -> Any:  # type: ignore[override]
+        return self.get(include_body=False)
 
     async def get(self, include_body: bool = True) -> None:  # type: ignore[override]
         principal = self.authenticate()

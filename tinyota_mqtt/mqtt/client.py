@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
 
 from tinyota_mqtt.errors import BrokerError
 
@@ -85,7 +86,7 @@ class MqttLink:
         self._stopping = False
         self._last_problem: str | None = None
         version = paho.MQTTv5 if settings.protocol == "5" else paho.MQTTv311
-        client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=settings.client_id,
+        client = paho.Client(CallbackAPIVersion.VERSION2, client_id=settings.client_id,
                              protocol=version, reconnect_on_failure=True)
         if settings.username is not None:
             client.username_pw_set(settings.username, settings.password)

@@ -1,0 +1,144 @@
+"""Faults injected for real: the server killed, the broker restarted, an ACL that bites."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import Mosquitto, release, tinyota, wait_until, write_config
+from tests.test_http import request
+from tinyota_mqtt.core.httpauth import basic_header
+from tinyota_mqtt.core.image import make_test_image
+
+
+def test_server_last_will_after_kill_9(tmp_path: Path, broker: Mosquitto, prefix: str, processes: Any,
+                                       probes: Any) -> None:
+    watch = probes(broker.url).subscribe(f"{prefix}/server/availability")
+    proc = processes(write_config(tmp_path, mqtt=broker.url, prefix=prefix))
+    watch.wait_for(f"{prefix}/server/availability", lambda m: m.payload == b"online")
+    proc.kill()
+    msg = watch.wait_for(f"{prefix}/server/availability", lambda m: m.payload == b"offline")
+    assert msg.payload == b"offline"
+
+
+def test_clean_stop_on_sigterm_marks_the_server_offline(tmp_path: Path, broker: Mosquitto, prefix: str,
+                                                        processes: Any, probes: Any) -> None:
+    watch = probes(broker.url).subscribe(f"{prefix}/server/availability")
+    proc = processes(write_config(tmp_path, mqtt=broker.url, prefix=prefix))
+    assert any("serving on http://127.0.0.1:" in line for line in proc.output)
+    watch.wait_for(f"{prefix}/server/availability", lambda m: m.payload == b"online")
+    assert proc.terminate() == 0
+    watch.wait_for(f"{prefix}/server/availability", lambda m: m.payload == b"offline")
+    assert not any("Traceback" in line for line in proc.output)
+
+
+def test_reconnects_and_republishes_after_the_broker_restarts(tmp_path: Path, prefix: str, servers: Any,
+                                                               probes: Any) -> None:
+    mosq = Mosquitto(tmp_path / "mosq").start()  # persistence off: a restart forgets every retained message
+    try:
+        server = servers(write_config(tmp_path, mqtt=mosq.url, prefix=prefix))
+        wait_until(lambda: server.service.mqtt_connected, 10, "connected")
+        release(server.config, "kitchen", "1.0.0")
+        server.call(server.service.tick)
+        first = json.loads(probes(mosq.url).subscribe(f"{prefix}/kitchen-1/update")
+                           .wait_for(f"{prefix}/kitchen-1/update").payload)
+        mosq.stop()
+        wait_until(lambda: server.service.mqtt_connected is False, 10, "the server to notice")
+        resp, body = request(server, "GET", "/healthz", user=None)
+        assert json.loads(body)["mqtt"] == "disconnected"
+        mosq.start()
+        wait_until(lambda: server.service.mqtt_connected, 40, "the server to reconnect")
+        probe = probes(mosq.url).subscribe(f"{prefix}/#")
+        again = json.loads(probe.wait_for(f"{prefix}/kitchen-1/update").payload)
+        assert again == first  # same attempt id: the device does not see a new update
+        assert probe.wait_for(f"{prefix}/server/availability").payload == b"online"
+        probe.wait_for(f"{prefix}/kitchen-1/state")
+        # ... and it is subscribed again: a device report still lands.
+        probe.publish(f"{prefix}/kitchen-1/status", json.dumps({"state": "idle", "version": "1.0.0"}))
+        wait_until(lambda: (server.view("kitchen-1")["attempt"] or {}).get("state") == "succeeded", 10,
+                   "the report after the reconnect")
+    finally:
+        mosq.stop()
+
+
+ACL = """\
+# the TinyOTA server
+user tinyota
+topic readwrite {p}/#
+topic readwrite {p}-ha/#
+
+# devices (user name = device id): only their own topics
+pattern read {p}/%u/update
+pattern write {p}/%u/status
+pattern write {p}/%u/availability
+"""
+
+
+def test_acl_from_the_docs_keeps_devices_in_their_lane(tmp_path: Path, prefix: str, servers: Any,
+                                                       probes: Any) -> None:
+    mosq = Mosquitto(tmp_path / "mosq", users={"tinyota": "srv-pw", "kitchen-1": "pw-kitchen-1",
+                                               "kitchen-2": "pw-kitchen-2"},
+                     acl=ACL.format(p=prefix)).start()
+    try:
+        text = write_config(tmp_path, mqtt=mosq.url, prefix=prefix).read_text().replace(
+            f"  client_id: tinyota-{prefix}", f"  client_id: tinyota-{prefix}\n  username: tinyota\n  password: srv-pw")
+        (tmp_path / "config.yaml").write_text(text)
+        server = servers(tmp_path / "config.yaml")
+        wait_until(lambda: server.service.mqtt_connected, 10, "the server to log in")
+        release(server.config, "kitchen", "1.0.0")
+        server.call(server.service.tick)
+        k1 = probes(mosq.url, client_id="kitchen-1", username="kitchen-1", password="pw-kitchen-1")
+        k1.subscribe(f"{prefix}/+/update")
+        k1.wait_for(f"{prefix}/kitchen-1/update")
+        # kitchen-1 pretends to be kitchen-2: mosquitto drops it, so the registry never hears it.
+        k1.publish(f"{prefix}/kitchen-2/status", json.dumps({"state": "idle", "version": "6.6.6"}))
+        k1.publish(f"{prefix}/kitchen-2/update", b"{}", retain=True)
+        k1.publish(f"{prefix}/kitchen-1/status", json.dumps({"state": "idle", "version": "1.0.0"}))
+        wait_until(lambda: server.view("kitchen-1")["installed"] == "1.0.0", 10, "its own report")
+        assert server.view("kitchen-2")["installed"] is None
+        assert k1.received(f"{prefix}/kitchen-2/update") == []  # cannot read another device's either
+        bad = probes(mosq.url, username="kitchen-1", password="wrong")
+        assert bad.refused is not None and not bad.connected.is_set()
+    finally:
+        mosq.stop()
+
+
+def test_wrong_broker_password_reads_as_a_sentence(tmp_path: Path, prefix: str, servers: Any,
+                                                   caplog: Any) -> None:
+    mosq = Mosquitto(tmp_path / "mosq", users={"tinyota": "right"}).start()
+    try:
+        text = write_config(tmp_path, mqtt=mosq.url, prefix=prefix).read_text().replace(
+            f"  client_id: tinyota-{prefix}", f"  client_id: tinyota-{prefix}\n  username: tinyota\n  password: wrong")
+        (tmp_path / "config.yaml").write_text(text)
+        servers(tmp_path / "config.yaml")
+        line = wait_until(lambda: next((r.getMessage() for r in caplog.records
+                                        if "refused the connection" in r.getMessage()), None), 10, "the refusal")
+        assert "Not authorized" in line or "Bad user name or password" in line
+        assert "check mqtt.username / mqtt.password" in line
+        assert "wrong" not in caplog.text  # the password itself is never logged
+    finally:
+        mosq.stop()
+
+
+def test_kill_9_mid_rollout_then_restart_restores_attempts(tmp_path: Path, broker: Mosquitto, prefix: str,
+                                                           processes: Any) -> None:
+    config = write_config(tmp_path, mqtt=broker.url, prefix=prefix)
+    proc = processes(config)
+    port = int(re.search(r"serving on http://127.0.0.1:(\d+)", "".join(proc.output)).group(1))  # type: ignore[union-attr]
+    admin = {"Authorization": basic_header("admin", "admin-secret")}
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("POST", "/api/releases?image=sensor&version=1.0.0", body=make_test_image("1.0.0"), headers=admin)
+    uploaded = conn.getresponse()
+    uploaded.read()
+    assert uploaded.status == 201
+    conn.request("POST", "/api/devices/sensor-1/install", body=b"{}", headers=admin)
+    assert conn.getresponse().status == 202
+    conn.close()
+    proc.kill()
+    processes(config)  # a new server reads the same state file
+    views = {v["id"]: v for v in json.loads(tinyota("status", "--json", "-c", str(config)).stdout)}
+    assert views["sensor-1"]["attempt"]["state"] == "pending"
+    assert views["sensor-1"]["target"] == "1.0.0"
