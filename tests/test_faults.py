@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import Mosquitto, release, tinyota, wait_until, write_config
+from tests.conftest import ROOT, Mosquitto, release, tinyota, wait_until, write_config
 from tests.test_http import request
 from tinyota_mqtt.core.httpauth import basic_header
 from tinyota_mqtt.core.image import make_test_image
@@ -64,24 +64,19 @@ def test_reconnects_and_republishes_after_the_broker_restarts(tmp_path: Path, pr
         mosq.stop()
 
 
-ACL = """\
-# the TinyOTA server
-user tinyota
-topic readwrite {p}/#
-topic readwrite {p}-ha/#
-
-# devices (user name = device id): only their own topics
-pattern read {p}/%u/update
-pattern write {p}/%u/status
-pattern write {p}/%u/availability
-"""
+def documented_acl(prefix: str) -> str:
+    """The ACL block from docs/mosquitto.md, moved to this test's topic prefix."""
+    text = (ROOT / "docs" / "mosquitto.md").read_text()
+    block = re.search(r"```\n(# TinyOTA ACL\n.*?)```", text, re.S)
+    assert block, "docs/mosquitto.md lost its ACL block"
+    return block.group(1).replace("tinyota/", f"{prefix}/").replace("homeassistant/", f"{prefix}-ha/")
 
 
 def test_acl_from_the_docs_keeps_devices_in_their_lane(tmp_path: Path, prefix: str, servers: Any,
                                                        probes: Any) -> None:
     mosq = Mosquitto(tmp_path / "mosq", users={"tinyota": "srv-pw", "kitchen-1": "pw-kitchen-1",
                                                "kitchen-2": "pw-kitchen-2"},
-                     acl=ACL.format(p=prefix)).start()
+                     acl=documented_acl(prefix)).start()
     try:
         text = write_config(tmp_path, mqtt=mosq.url, prefix=prefix).read_text().replace(
             f"  client_id: tinyota-{prefix}", f"  client_id: tinyota-{prefix}\n  username: tinyota\n  password: srv-pw")
