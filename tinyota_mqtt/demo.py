@@ -118,8 +118,9 @@ async def _demo(config: Config, port: int, keep_running: bool) -> int:
     print("\nevery simulated device confirmed its update" if ok and succeeded else
           "\nsome updates did not complete", flush=True)
     if keep_running:
-        print(f"still serving: try `curl -u kitchen-1:kitchen-1-demo -I {public}/firmware.bin`, "
-              f"`tinyota status -c ...` or open {public}/ . Ctrl-C stops.", flush=True)
+        print(f"still serving. Open {public}/ (the dashboard; admin and its password from the config), "
+              f"or try the curl checks in the README, e.g. curl -I -u kitchen-1:kitchen-1-demo "
+              f"{public}/firmware.bin . Ctrl-C stops.", flush=True)
         stop = asyncio.Event()
         loop.add_signal_handler(signal.SIGINT, stop.set)
         loop.add_signal_handler(signal.SIGTERM, stop.set)

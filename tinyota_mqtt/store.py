@@ -188,14 +188,14 @@ class FirmwareStore:
     def images(self) -> list[str]:
         if not self.root.is_dir():
             return []
-        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and IMAGE_NAME.match(p.name))
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and IMAGE_NAME.fullmatch(p.name))
 
     def releases(self, image: str | None = None) -> list[Release]:
         """Releases sorted by semantic version, lowest first. Cached per folder mtime."""
         if image is None:
             return [r for name in self.images() for r in self.releases(name)]
         folder = self.root / image
-        if not IMAGE_NAME.match(image):
+        if not IMAGE_NAME.fullmatch(image):
             return []
         try:
             stamp = folder.stat().st_mtime_ns
@@ -240,7 +240,7 @@ class FirmwareStore:
     def begin(self, image: str, version: str, notes: str = "", *, replace: bool = False,
               force: bool = False, expect: Expectation | None = None) -> Upload:
         """Check what can be checked before any byte arrives, then open an upload."""
-        if not IMAGE_NAME.match(image or ""):
+        if not IMAGE_NAME.fullmatch(image or ""):
             raise StoreError(f"image name {image!r} is not valid", "use letters, digits, '-' and '_'")
         parsed = semver.parse(version)
         if not replace:

@@ -41,6 +41,7 @@ from tinyota_mqtt.config.model import (
     ServerConfig,
     TLSFiles,
 )
+from tinyota_mqtt.core import semver
 from tinyota_mqtt.core.passwords import SCHEME, Password, Secret, check_hash_format, is_hashed
 from tinyota_mqtt.errors import ConfigError
 
@@ -63,10 +64,6 @@ _SIZE = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*([kmg]i?b|b)?", re.ASCII | re.IGNOR
 _SIZE_UNITS: Mapping[str, int] = MappingProxyType(
     {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
 )
-# Semantic Versioning 2.0.0: numeric parts without leading zeros, dot-separated identifiers.
-_NUM = r"(?:0|[1-9][0-9]*)"
-_PRE_ID = r"(?:0|[1-9][0-9]*|[0-9]*[A-Za-z-][0-9A-Za-z-]*)"
-_SEMVER = re.compile(rf"{_NUM}\.{_NUM}\.{_NUM}(?:-{_PRE_ID}(?:\.{_PRE_ID})*)?(?:\+[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*)?")
 _BIND_HOST = re.compile(r"[A-Za-z0-9._-]+|[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*")  # a name, IPv4 or bare IPv6
 _NETLOC = re.compile(r"(?P<host>[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\])(?::(?P<port>[0-9]{1,5}))?")
 
@@ -356,13 +353,13 @@ def _topic(r: _Reader, node: Node) -> str:
 
 def _semver(r: _Reader, node: Node) -> str:
     _, text = _scalar(r, node, "a version")
-    if _SEMVER.fullmatch(text):
+    if semver.is_valid(text):
         return text
     message = f"{_clip(text)} is not a semantic version (MAJOR.MINOR.PATCH, e.g. 1.4.0)"
     guess = text[1:] if text[:1] in ("v", "V") else text
     if re.fullmatch(r"[0-9]+(\.[0-9]+)?", guess):
         guess += ".0" * (2 - guess.count("."))
-    if guess != text and _SEMVER.fullmatch(guess):
+    if guess != text and semver.is_valid(guess):
         message += f". Did you mean '{guess}'?"
     raise _Invalid(message)
 

@@ -54,7 +54,7 @@ class Topics:
         if not topic.startswith(head):
             return None
         parts = topic[len(head):].split("/")
-        if len(parts) != 2 or not DEVICE_ID.match(parts[0]) or parts[0] == "server":
+        if len(parts) != 2 or not DEVICE_ID.fullmatch(parts[0]) or parts[0] == "server":
             return None
         return parts[0], parts[1]
 

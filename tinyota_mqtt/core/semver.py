@@ -62,10 +62,10 @@ class Version:
 def parse(text: str) -> Version:
     if not isinstance(text, str) or len(text) > MAX_LENGTH:
         raise VersionError(f"version {text!r} is too long", f"keep it under {MAX_LENGTH} characters")
-    match = _PATTERN.match(text)
+    match = _PATTERN.fullmatch(text)
     if match is None:
         hint = "use MAJOR.MINOR.PATCH, e.g. 1.4.0 or 1.4.0-rc.1"
-        if text[:1] in "vV" and _PATTERN.match(text[1:]):
+        if text[:1] in "vV" and _PATTERN.fullmatch(text[1:]):
             hint = f"drop the leading 'v': {text[1:]}"
         raise VersionError(f"{text!r} is not a semantic version", hint)
     pre = tuple(int(p) if p.isdigit() else p for p in (match["pre"] or "").split(".") if p)

@@ -1,0 +1,264 @@
+"""The pure core: parsers that never raise on hostile input, and decisions without I/O."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import itertools
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tinyota_mqtt.config import parse_config
+from tinyota_mqtt.core import attempts as att
+from tinyota_mqtt.core import esp_headers, hass, httpauth, image, passwords, policy, protocol, semver
+
+# -- semantic versions ------------------------------------------------------------------------------
+
+def test_semver_precedence_follows_the_spec_example() -> None:
+    # semver.org section 11's own example chain.
+    chain = ["1.0.0-alpha", "1.0.0-alpha.1", "1.0.0-alpha.beta", "1.0.0-beta", "1.0.0-beta.2",
+             "1.0.0-beta.11", "1.0.0-rc.1", "1.0.0", "2.0.0", "2.1.0", "2.1.1"]
+    parsed = [semver.parse(v) for v in chain]
+    assert parsed == sorted(parsed)
+    assert all(a < b for a, b in itertools.pairwise(parsed))
+
+
+def test_build_metadata_is_ignored_for_order() -> None:
+    assert semver.parse("1.0.0+a") == semver.parse("1.0.0+b")
+    assert str(semver.parse("1.0.0+a")) == "1.0.0+a"
+
+
+@pytest.mark.parametrize("text", ["1", "1.0", "01.0.0", "1.0.0-", "1.0.0+", "1.0.0-01", "v1.0.0", "", " 1.0.0",
+                                  "1.0.0\n", "1.0.0-a..b", "1" * 70 + ".0.0"])
+def test_invalid_versions(text: str) -> None:
+    with pytest.raises(semver.VersionError):
+        semver.parse(text)
+
+
+def test_leading_v_gets_a_hint() -> None:
+    with pytest.raises(semver.VersionError) as err:
+        semver.parse("v1.2.3")
+    assert err.value.hint == "drop the leading 'v': 1.2.3"
+
+
+versions = st.tuples(st.integers(0, 50), st.integers(0, 50), st.integers(0, 50),
+                     st.lists(st.one_of(st.integers(0, 20), st.from_regex(r"[a-z][a-z0-9-]{0,4}", fullmatch=True)),
+                              max_size=3))
+
+
+@given(versions, versions)
+def test_semver_order_is_consistent(a: Any, b: Any) -> None:
+    def text(v: Any) -> str:
+        return f"{v[0]}.{v[1]}.{v[2]}" + ("-" + ".".join(map(str, v[3])) if v[3] else "")
+    va, vb = semver.parse(text(a)), semver.parse(text(b))
+    assert (va < vb) + (va == vb) + (va > vb) == 1
+    if a[:3] != b[:3]:
+        assert (va < vb) == (a[:3] < b[:3])
+
+
+@given(st.text(max_size=80))
+def test_semver_parse_only_raises_version_error(text: str) -> None:
+    with contextlib.suppress(semver.VersionError):
+        semver.parse(text)
+
+
+# -- credentials ------------------------------------------------------------------------------------
+
+@given(st.one_of(st.none(), st.text(max_size=200), st.binary(max_size=120).map(
+    lambda b: "Basic " + base64.b64encode(b).decode())))
+def test_basic_auth_parser_never_raises(header: str | None) -> None:
+    result = httpauth.parse_basic(header)
+    assert result is None or (isinstance(result[0], str) and result[0] != "")
+
+
+def test_basic_auth_round_trip_with_colon_in_password() -> None:
+    assert httpauth.parse_basic(httpauth.basic_header("dev", "a:b:c")) == ("dev", "a:b:c")
+
+
+def test_password_hash_round_trip() -> None:
+    hashed = passwords.hash_password("s3cret", iterations=1000)
+    assert passwords.check_hash_format(hashed) is None
+    pw = passwords.Password.parse(hashed)
+    assert pw.matches("s3cret") and not pw.matches("s3cret ")
+    assert "s3cret" not in repr(pw) and "s3cret" not in repr(passwords.Password.parse("s3cret"))
+
+
+def test_verifier_caches_only_successes() -> None:
+    hashed = passwords.Password.parse(passwords.hash_password("right", iterations=1000))
+    verifier = passwords.Verifier({"dev": hashed, "plain": passwords.Password.parse("pw")})
+    assert verifier.check("dev", "right") and verifier.check("dev", "right")
+    assert not verifier.check("dev", "wrong")
+    assert verifier.check("plain", "pw") and not verifier.check("plain", "PW")
+    assert not verifier.check("ghost", "pw")
+
+
+# -- ESP headers ------------------------------------------------------------------------------------
+
+def test_esp8266_headers() -> None:
+    headers = {"user-agent": "ESP8266-http-Update", "x-esp8266-version": "1.2.0",
+               "x-esp8266-free-space": "1044480", "x-esp8266-sta-mac": "AA:BB"}
+    req = esp_headers.parse(lambda k: headers.get(k.lower()))
+    assert req.platform == "esp8266" and req.version == "1.2.0" and req.free_space == 1044480
+    assert req.sta_mac == "AA:BB"
+
+
+def test_plain_clients_are_not_esp() -> None:
+    assert esp_headers.parse(lambda k: {"user-agent": "curl/8"}.get(k.lower())).platform is None
+
+
+@given(st.dictionaries(st.sampled_from(["x-esp32-free-space", "x-esp32-version", "x-esp32-sketch-size",
+                                        "user-agent", "x-esp32-chip-size"]), st.text(max_size=200)))
+def test_esp_header_parser_raises_only_bad_esp_header(headers: dict[str, str]) -> None:
+    with contextlib.suppress(esp_headers.BadEspHeader):
+        esp_headers.parse(lambda k: headers.get(k.lower()))
+
+
+# -- images -----------------------------------------------------------------------------------------
+
+def test_image_version_marker() -> None:
+    data = image.make_test_image("1.2.3-rc.1", 1000)
+    assert image.kind(data) == "esp" and image.find_version(data) == "1.2.3-rc.1"
+    assert image.find_version(b"\xe9" + image.VERSION_MARKER + b"1.0.0") is None  # no terminator
+    assert image.kind(b"\x1f\x8b\x08") == "gzip" and image.kind(b"PK") is None
+
+
+# -- MQTT payloads ----------------------------------------------------------------------------------
+
+def test_status_parsing() -> None:
+    status = protocol.parse_status(b'{"state":"downloading","version":"1.0.0","progress":42,"id":"x",'
+                                   b'"platform":"esp32","free_space":1000,"extra":"ignored"}')
+    assert status == protocol.Status("downloading", "1.0.0", 42, "x", None, "esp32", 1000)
+
+
+@given(st.one_of(st.binary(max_size=300), st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=20)),
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.sampled_from(
+        ["state", "version", "progress", "id", "error", "platform", "free_space"]), inner, max_size=7)),
+    max_leaves=12).map(lambda v: json.dumps(v).encode())))
+def test_status_parser_raises_only_protocol_error(raw: bytes) -> None:
+    try:
+        status = protocol.parse_status(raw)
+    except protocol.ProtocolError:
+        return
+    assert status.state in protocol.STATES
+    assert status.progress is None or 0 <= status.progress <= 100
+
+
+def test_announcement_payload_is_compact_and_stable() -> None:
+    ann = protocol.Announcement("abc", "1.4.0", "http://h:8000/fw/k/1.4.0.bin", 10, "0" * 32, "f" * 64)
+    assert ann.payload() == ann.payload()
+    assert json.loads(ann.payload())["version"] == "1.4.0"
+    assert b" " not in ann.payload()
+
+
+def test_topics_split_refuses_foreign_and_server_topics() -> None:
+    topics = protocol.Topics("tinyota")
+    assert topics.split("tinyota/kitchen-1/status") == ("kitchen-1", "status")
+    for bad in ("tinyota/server/availability", "other/kitchen-1/status", "tinyota/a/b/c", "tinyota/bad id/status"):
+        assert topics.split(bad) is None
+
+
+@pytest.mark.parametrize(("raw", "want"), [(b"install", None), (b"INSTALL", None), (b'{"version":"1.0.0"}', "1.0.0")])
+def test_install_command(raw: bytes, want: str | None) -> None:
+    assert protocol.parse_install(raw) == want
+
+
+# -- Home Assistant ---------------------------------------------------------------------------------
+
+# The MQTT update platform's options (homeassistant/components/mqtt/update.py) plus the options
+# every MQTT entity takes (availability, device, origin, unique_id, …), as documented.
+HA_UPDATE_OPTIONS = {
+    "availability", "availability_mode", "availability_template", "availability_topic", "command_topic",
+    "device", "device_class", "display_precision", "enabled_by_default", "encoding", "entity_category",
+    "entity_picture", "json_attributes_template", "json_attributes_topic", "latest_version_template",
+    "latest_version_topic", "name", "object_id", "default_entity_id", "origin", "payload_available",
+    "payload_install", "payload_not_available", "platform", "qos", "release_summary", "release_url", "retain",
+    "state_topic", "title", "unique_id", "value_template",
+}
+HA_DEVICE_OPTIONS = {"configuration_url", "connections", "hw_version", "identifiers", "manufacturer", "model",
+                     "model_id", "name", "serial_number", "suggested_area", "sw_version", "via_device"}
+
+
+def test_discovery_matches_home_assistants_update_schema() -> None:
+    topic, payload, retain = hass.discovery("homeassistant", protocol.Topics("tinyota"),
+                                            hass.EntityInfo("kitchen-1", "Kitchen", "kitchen", "esp8266", "1.0.0"))
+    body = json.loads(payload)
+    assert topic == "homeassistant/update/tinyota_kitchen-1/config" and retain
+    assert set(body) <= HA_UPDATE_OPTIONS
+    assert set(body["device"]) <= HA_DEVICE_OPTIONS
+    assert body["device_class"] == "firmware" and body["entity_category"] in ("config", "diagnostic")
+    assert body["availability_mode"] in ("all", "any", "latest")
+    assert all(set(a) <= {"topic", "payload_available", "payload_not_available", "value_template"}
+               for a in body["availability"])
+    for key in ("title", "release_summary", "release_url"):
+        assert key not in body  # they would override the state topic's live values
+    assert hass.removal("homeassistant", "kitchen-1") == (topic, b"", True)
+
+
+def test_state_payload() -> None:
+    _, payload, _ = hass.state(protocol.Topics(), "d", installed="1.0.0", latest=None, in_progress=False,
+                               percentage=55, title="t", summary="x" * 400)
+    body = json.loads(payload)
+    assert body["latest_version"] == "1.0.0"  # no target: shown as up to date
+    assert body["update_percentage"] is None and len(body["release_summary"]) == 255
+    assert set(body) == {"installed_version", "latest_version", "in_progress", "update_percentage", "title",
+                         "release_summary", "release_url"}
+
+
+# -- policy and attempts ----------------------------------------------------------------------------
+
+CONFIG = parse_config("""
+images: {k: {platform: esp8266}}
+groups:
+  auto: {image: k, auto_update: true}
+  manual: {image: k}
+  pinned: {image: k, version: 1.0.0}
+devices:
+  a: {group: auto}
+  m: {group: manual}
+  p: {group: pinned}
+  none: {}
+""")
+
+
+class R:
+    def __init__(self, version: str) -> None:
+        self.version = version
+
+
+@pytest.mark.parametrize(("device", "commanded", "want"), [
+    ("a", None, "2.0.0"), ("a", "1.0.0", "1.0.0"), ("m", None, None), ("m", "2.0.0", "2.0.0"),
+    ("p", None, "1.0.0"), ("p", "2.0.0", "2.0.0"), ("none", None, None), ("a", "9.9.9", None), ("ghost", None, None),
+])
+def test_policy(device: str, commanded: str | None, want: str | None) -> None:
+    assert policy.target_version(CONFIG, device, [R("1.0.0"), R("2.0.0")], commanded) == want
+
+
+def attempt(state: str = att.PENDING) -> att.Attempt:
+    return att.Attempt("id1", "a", "2.0.0", "1.0.0", state, created=0, deadline=100, updated=0)
+
+
+@pytest.mark.parametrize(("before", "status", "after"), [
+    (att.PENDING, protocol.Status("downloading", "1.0.0", 10, "id1"), att.DOWNLOADING),
+    (att.DOWNLOADING, protocol.Status("rebooting", "1.0.0", None, "id1"), att.FLASHING),
+    (att.FLASHING, protocol.Status("idle", "2.0.0"), att.SUCCEEDED),
+    (att.PENDING, protocol.Status("idle", "2.0.0"), att.SUCCEEDED),
+    (att.DOWNLOADING, protocol.Status("failed", "1.0.0", None, "id1", "MD5 check failed"), att.FAILED),
+    (att.FLASHING, protocol.Status("idle", "1.0.0"), att.FAILED),  # came back on the old version
+    (att.PENDING, protocol.Status("idle", "1.0.0"), att.PENDING),  # not started yet
+    (att.PENDING, protocol.Status("failed", "1.0.0", None, "older-id"), att.PENDING),  # about another one
+    (att.SUCCEEDED, protocol.Status("failed", "1.0.0", None, "id1"), att.SUCCEEDED),  # final stays final
+])
+def test_attempt_transitions(before: str, status: protocol.Status, after: str) -> None:
+    assert att.on_status(attempt(before), status, now=5).state == after
+
+
+def test_attempt_deadline_refusal_and_cancel() -> None:
+    assert att.on_clock(attempt(), 99).state == att.PENDING
+    assert att.on_clock(attempt(), 100).state == att.TIMED_OUT
+    assert att.on_refused(attempt(), "no room", 1).error == "no room"
+    assert att.cancel(attempt(att.SUCCEEDED), 1).state == att.SUCCEEDED
