@@ -304,3 +304,15 @@ def test_simulated_devices_update_and_are_confirmed(setup: Any, broker: Mosquitt
     finally:
         for sim in sims:
             sim.stop()
+
+
+def test_retained_reports_do_not_make_an_offline_device_look_online(setup: Any) -> None:
+    before = setup.probe()
+    before.publish(f"{setup.pre}/kitchen-1/status", json.dumps({"state": "idle", "version": "1.0.0"}), retain=True)
+    before.publish(f"{setup.pre}/kitchen-1/availability", "offline", retain=True)
+    before.publish(f"{setup.pre}/kitchen-2/install", "install", retain=True)  # a stale command
+    server = setup.start()
+    wait_until(lambda: server.view("kitchen-1")["installed"] == "1.0.0", 5, "the retained status")
+    wait_until(lambda: server.view("kitchen-1")["online"] is False, 5, "the retained availability")
+    assert server.view("kitchen-1")["last_seen"] is None  # old news says nothing about when it was seen
+    assert server.view("kitchen-2")["attempt"] is None

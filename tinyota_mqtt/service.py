@@ -193,8 +193,12 @@ class Service:
 
     # -- what devices say ------------------------------------------------------------------------
 
-    def handle_message(self, topic: str, payload: bytes) -> None:
-        """Entry point for every MQTT message we subscribed to. Never raises on bad input."""
+    def handle_message(self, topic: str, payload: bytes, retained: bool = False) -> None:
+        """Entry point for every MQTT message we subscribed to. Never raises on bad input.
+
+        ``retained`` marks a message the broker kept from earlier: it tells what a device last
+        said, not that the device is here now.
+        """
         if topic == self.config.homeassistant.status_topic:
             if payload.strip() == b"online":
                 self.publish_discovery()  # HA restarted and lost non-retained knowledge
@@ -210,10 +214,10 @@ class Service:
             return
         try:
             if kind == "status":
-                self.on_status(device_id, protocol.parse_status(payload))
+                self.on_status(device_id, protocol.parse_status(payload), live=not retained)
             elif kind == "availability":
-                self.on_availability(device_id, protocol.parse_availability(payload))
-            elif kind == "install":
+                self.on_availability(device_id, protocol.parse_availability(payload), live=not retained)
+            elif kind == "install" and not retained:  # a stale retained command must not reinstall
                 self.on_install_command(device_id, protocol.parse_install(payload))
         except protocol.ProtocolError as exc:
             self._log_once(device_id, f"ignored {kind} message: {exc}")
@@ -230,9 +234,11 @@ class Service:
         self._logged.add(key)
         log.warning("%s: %s", device_id, problem)
 
-    def on_status(self, device_id: str, status: protocol.Status) -> None:
+    def on_status(self, device_id: str, status: protocol.Status, *, live: bool = True) -> None:
         now = self.clock()
-        changes: dict[str, Any] = {"state": status.state, "last_seen": now, "online": True}
+        changes: dict[str, Any] = {"state": status.state}
+        if live:
+            changes.update(last_seen=now, online=True)
         if status.version is not None:
             changes["version"] = status.version
         if status.platform is not None:
@@ -251,8 +257,11 @@ class Service:
             self._publish_discovery_for(device_id)  # sw_version in the device block
         self._device_changed(device_id)
 
-    def on_availability(self, device_id: str, online: bool) -> None:
-        self.registry.update_device(device_id, online=online, last_seen=self.clock())
+    def on_availability(self, device_id: str, online: bool, *, live: bool = True) -> None:
+        if live:
+            self.registry.update_device(device_id, online=online, last_seen=self.clock())
+        else:
+            self.registry.update_device(device_id, online=online)
         self._device_changed(device_id)
 
     def on_install_command(self, device_id: str, version: str | None) -> None:

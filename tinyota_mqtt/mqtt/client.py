@@ -72,7 +72,7 @@ class MqttLink:
     """A connection that stays up: subscribes and announces itself again after every reconnect."""
 
     def __init__(self, settings: LinkSettings, subscriptions: Iterable[tuple[str, int]], *,
-                 on_message: Callable[[str, bytes], None],
+                 on_message: Callable[[str, bytes, bool], None],
                  on_connected: Callable[[], None] | None = None,
                  on_disconnected: Callable[[str], None] | None = None,
                  dispatch: Dispatch = _direct) -> None:
@@ -164,7 +164,7 @@ class MqttLink:
             self._dispatch(self._on_disconnected, str(reason))
 
     def _message(self, _client: paho.Client, _ud: Any, msg: paho.MQTTMessage) -> None:
-        self._dispatch(self._on_message, msg.topic, bytes(msg.payload))
+        self._dispatch(self._on_message, msg.topic, bytes(msg.payload), bool(msg.retain))
 
     def _problem(self, text: str) -> None:
         # Say each distinct problem once, not once per retry.

@@ -99,7 +99,7 @@ class SimDevice:
 
     # -- announcements ---------------------------------------------------------------------------
 
-    def _on_message(self, topic: str, payload: bytes) -> None:
+    def _on_message(self, topic: str, payload: bytes, _retained: bool) -> None:
         if topic != self.topics.update(self.s.device_id) or not payload:
             return  # an empty retained payload means "nothing to do"
         if len(payload) > MAX_ANNOUNCEMENT:

@@ -1,0 +1,97 @@
+"""The ``tinyota`` command as a user runs it: exit codes, messages, and the simulator."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import Mosquitto, release, tinyota, wait_until, write_config
+from tinyota_mqtt.core.image import make_test_image
+from tinyota_mqtt.core.passwords import Password
+
+
+def test_check_config_ok_and_error(tmp_path: Path) -> None:
+    good = write_config(tmp_path)
+    out = tinyota("check-config", "-c", str(good))
+    assert out.returncode == 0 and out.stdout.startswith("ok: ")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("devices:\n  kitchen-1:\n    grup: x\n")
+    out = tinyota("check-config", "-c", str(bad))
+    assert out.returncode == 2
+    assert "[bad.yaml:3] devices.kitchen-1: 'grup' is not a valid option. Did you mean 'group'?" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_check_config_show_masks_secrets(tmp_path: Path) -> None:
+    out = tinyota("check-config", "--show", "-c", str(write_config(tmp_path)))
+    assert out.returncode == 0
+    assert "admin-secret" not in out.stdout and "pw-kitchen-1" not in out.stdout and "***" in out.stdout
+
+
+def test_the_repository_sample_config_is_valid() -> None:
+    out = tinyota("check-config", cwd=Path(__file__).parent.parent)
+    assert out.returncode == 0, out.stderr
+
+
+def test_hash_password_from_stdin() -> None:
+    out = subprocess.run([sys.executable, "-m", "tinyota_mqtt", "hash-password"], input="hunter2\n",
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0
+    assert Password.parse(out.stdout.strip()).matches("hunter2")
+
+
+def test_release_and_releases(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    fw = tmp_path / "fw.bin"
+    fw.write_bytes(make_test_image("1.4.0", 5000))
+    out = tinyota("release", str(fw), "--image", "kitchen", "--version", "1.4.0", "--notes", "hi", "-c", str(config))
+    assert out.returncode == 0, out.stderr
+    assert "released kitchen 1.4.0: 5000 bytes" in out.stdout and "kitchen-lights" in out.stdout
+    again = tinyota("release", str(fw), "--image", "kitchen", "--version", "1.4.0", "-c", str(config))
+    assert again.returncode == 2 and "already released" in again.stderr and "--replace" in again.stderr
+    wrong = tinyota("release", str(fw), "--image", "kichen", "--version", "1.5.0", "-c", str(config))
+    assert wrong.returncode == 2 and "not in" in wrong.stderr
+    listing = json.loads(tinyota("releases", "--json", "-c", str(config)).stdout)
+    assert [(r["image"], r["version"], r["notes"]) for r in listing] == [("kitchen", "1.4.0", "hi")]
+    table = tinyota("releases", "-c", str(config)).stdout.splitlines()
+    assert table[0].split()[:3] == ["IMAGE", "VERSION", "SIZE"] and table[1].split()[:3] == ["kitchen", "1.4.0", "5000"]
+
+
+def test_commands_that_need_the_server_say_so(tmp_path: Path) -> None:
+    out = tinyota("install", "kitchen-1", "-c", str(write_config(tmp_path)), "--server", "http://127.0.0.1:9")
+    assert out.returncode == 2 and "cannot reach the server" in out.stderr and "tinyota serve" in out.stderr
+    out = tinyota("status", "-c", str(write_config(tmp_path / "other")))
+    assert out.returncode == 2 and "no state file" in out.stderr
+
+
+def test_simulate_command_brings_devices_online(tmp_path: Path, broker: Mosquitto, prefix: str,
+                                                servers: Any) -> None:
+    config = write_config(tmp_path, mqtt=broker.url, prefix=prefix)
+    server = servers(config)
+    release(server.config, "kitchen", "1.1.0")
+    server.call(server.service.tick)
+    proc = subprocess.Popen([sys.executable, "-m", "tinyota_mqtt", "simulate", "--devices", "2", "--group",
+                             "kitchen-lights", "--version", "1.0.0", "--duration", "60", "-c", str(config)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_until(lambda: all((server.view(d)["attempt"] or {}).get("state") == "succeeded"
+                               for d in ("kitchen-1", "kitchen-2")), 30, "the simulated devices to update")
+        assert server.view("kitchen-1")["installed"] == "1.1.0"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_simulate_refuses_more_devices_than_configured(tmp_path: Path) -> None:
+    out = tinyota("simulate", "--devices", "50", "-c", str(write_config(tmp_path)), "--duration", "1")
+    assert out.returncode == 2 and "asked for 50 simulated devices" in out.stderr
+
+
+def test_serve_with_mqtt_5(tmp_path: Path, broker: Mosquitto, prefix: str, servers: Any) -> None:
+    text = write_config(tmp_path, mqtt=broker.url, prefix=prefix).read_text()
+    (tmp_path / "config.yaml").write_text(text.replace("  prefix:", '  protocol: "5"\n  prefix:'))
+    server = servers(tmp_path / "config.yaml")
+    wait_until(lambda: server.service.mqtt_connected, 10, "an MQTT 5 session")
