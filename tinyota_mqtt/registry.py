@@ -116,6 +116,12 @@ class Registry:
     def device(self, device_id: str) -> DeviceRecord:
         return self._devices.get(device_id) or DeviceRecord(device_id)
 
+    def knows(self, device_id: str) -> bool:
+        return device_id in self._devices
+
+    def __len__(self) -> int:
+        return len(self._devices)
+
     def devices(self) -> list[DeviceRecord]:
         return sorted(self._devices.values(), key=lambda d: d.id)
 

@@ -207,9 +207,8 @@ class Service:
         if parts is None:
             return
         device_id, kind = parts
-        if device_id not in self.config.devices and device_id not in {
-                d.id for d in self.registry.devices()} \
-                and len(self.registry.devices()) - len(self.config.devices) >= MAX_UNKNOWN_DEVICES:
+        if device_id not in self.config.devices and not self.registry.knows(device_id) \
+                and len(self.registry) - len(self.config.devices) >= MAX_UNKNOWN_DEVICES:
             self._log_once(device_id, "too many unknown devices; ignoring this one")
             return
         try:
