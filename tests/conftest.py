@@ -347,16 +347,17 @@ def tinyota(*args: str, cwd: Path | None = None, timeout: float = 60,
 class ServerProcess:
     """``tinyota serve`` in a child process: for kill -9, signals and the printed banner."""
 
-    def __init__(self, config_path: Path, *extra: str) -> None:
+    def __init__(self, config_path: Path, *extra: str, preexec: Callable[[], None] | None = None) -> None:
         self.config_path = config_path
         self.args = extra
+        self.preexec = preexec
         self.proc: subprocess.Popen[str] | None = None
         self.output: list[str] = []
 
     def start(self) -> ServerProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tinyota_mqtt", "serve", "-c", str(self.config_path), *self.args],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=self.preexec)
         threading.Thread(target=self._pump, daemon=True).start()
         wait_until(lambda: any("serving on" in line for line in self.output) or self.proc.poll() is not None,  # type: ignore[union-attr]
                    20, "the server banner")
@@ -373,6 +374,11 @@ class ServerProcess:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(10)
 
+    @property
+    def port(self) -> int:
+        banner = next(line for line in self.output if "serving on" in line)
+        return int(banner.split("serving on ")[1].split()[0].rsplit(":", 1)[1])
+
     def terminate(self) -> int:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGTERM)
@@ -383,8 +389,8 @@ class ServerProcess:
 def processes() -> Iterator[Callable[..., ServerProcess]]:
     made: list[ServerProcess] = []
 
-    def make(config_path: Path, *extra: str) -> ServerProcess:
-        proc = ServerProcess(config_path, *extra).start()
+    def make(config_path: Path, *extra: str, preexec: Callable[[], None] | None = None) -> ServerProcess:
+        proc = ServerProcess(config_path, *extra, preexec=preexec).start()
         made.append(proc)
         return proc
 

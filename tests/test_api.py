@@ -103,3 +103,4 @@ def test_device_detail_and_unknown_device(server: ServerThread) -> None:
     assert detail["group"] == "kitchen-lights" and detail["topics"]["update"].endswith("/kitchen-1/update")
     resp, _ = request(server, "GET", "/api/devices/ghost", **ADMIN)
     assert resp.status == 404
+

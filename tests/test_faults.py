@@ -137,3 +137,39 @@ def test_kill_9_mid_rollout_then_restart_restores_attempts(tmp_path: Path, broke
     views = {v["id"]: v for v in json.loads(tinyota("status", "--json", "-c", str(config)).stdout)}
     assert views["sensor-1"]["attempt"]["state"] == "pending"
     assert views["sensor-1"]["target"] == "1.0.0"
+
+
+def test_disk_full_during_an_http_upload(tmp_path: Path, processes: Any) -> None:
+    """The server's disk fills up mid-upload (RLIMIT_FSIZE): 507, nothing kept, the server lives on."""
+    import resource
+    import signal
+
+    def small_disk() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+
+    config = write_config(tmp_path)
+    proc = processes(config, "--mqtt", "none", preexec=small_disk)
+    admin = {"Authorization": basic_header("admin", "admin-secret")}
+    conn = http.client.HTTPConnection("127.0.0.1", proc.port, timeout=10)
+    conn.request("POST", "/api/releases?image=kitchen&version=1.0.0", body=make_test_image("1.0.0", 600_000),
+                 headers=admin)
+    resp = conn.getresponse()
+    body = json.loads(resp.read())
+    assert resp.status == 507 and "is full" in body["error"] and "not kept" in body["error"]
+    conn.request("GET", "/api/releases", headers=admin)
+    listing = conn.getresponse()
+    assert json.loads(listing.read()) == []
+    conn.close()
+    assert list((tmp_path / "firmware" / ".incoming").iterdir()) == []
+    assert proc.proc.poll() is None and not any("Traceback" in line for line in proc.output)
+
+
+def test_corrupt_state_file_stops_the_server_with_advice(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    (tmp_path / "state.sqlite").write_bytes(b"this is not a database, it was a disk error" * 100)
+    out = tinyota("serve", "-c", str(config), "--mqtt", "none", timeout=60)
+    assert out.returncode == 2
+    assert "state.sqlite is unusable" in out.stderr and ".broken" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert (tmp_path / "state.sqlite").read_bytes().startswith(b"this is not")  # never silently reset

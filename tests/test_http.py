@@ -292,3 +292,14 @@ def test_parallel_downloads_all_get_the_right_bytes(server: ServerThread) -> Non
     for t in threads:
         t.join(30)
     assert results == [expected] * 20
+
+
+def test_repeated_failed_logins_are_throttled_per_address(server: ServerThread) -> None:
+    for _ in range(10):
+        resp, _ = request(server, "GET", "/fw/kitchen/1.0.0.bin", password="guess")
+        assert resp.status == 401
+    resp, _ = request(server, "GET", "/fw/kitchen/1.0.0.bin")  # even the right password, for now
+    assert resp.status == 429
+    assert int(resp.getheader("Retry-After")) > 0
+    resp, _ = request(server, "GET", "/healthz", user=None)  # no login needed: still answered
+    assert resp.status == 200

@@ -154,3 +154,25 @@ def test_killed_release_command_leaves_no_release(tmp_path: Path) -> None:
     listing = tinyota("releases", "-c", str(config))
     assert listing.returncode == 0 and "1.0.0" not in listing.stdout
     assert len(store.sweep(now=time.time() + 7200)) == 1
+
+
+def test_disk_full_during_a_release_is_a_clear_error(tmp_path: Path) -> None:
+    """RLIMIT_FSIZE makes every write past 100 KB fail as a full disk would."""
+    import resource
+
+    config = write_config(tmp_path)
+    fw = tmp_path / "fw.bin"
+    fw.write_bytes(make_test_image("1.0.0", 400_000))
+
+    def small_disk() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # get EFBIG instead of being killed
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+
+    out = subprocess.run([sys.executable, "-m", "tinyota_mqtt", "release", str(fw), "-c", str(config),
+                          "--image", "kitchen", "--version", "1.0.0"], capture_output=True, text=True,
+                         preexec_fn=small_disk, timeout=60)
+    assert out.returncode == 2, out.stderr
+    assert "is full" in out.stderr and "not kept" in out.stderr and "Traceback" not in out.stderr
+    store = FirmwareStore(tmp_path / "firmware")
+    assert store.releases() == []
+    assert list((tmp_path / "firmware" / ".incoming").iterdir()) == []

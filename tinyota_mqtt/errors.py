@@ -42,6 +42,10 @@ class ReleaseExists(StoreError):
     status = 409
 
 
+class StorageFull(StoreError):
+    status = 507  # Insufficient Storage (RFC 4918): the server's disk, not the request, is the problem
+
+
 class NotFound(TinyOTAError):
     status = 404
 

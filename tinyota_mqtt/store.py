@@ -16,6 +16,7 @@ downloading right now: an open download keeps reading the old file until it fini
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -30,7 +31,7 @@ from typing import Any, BinaryIO
 
 from tinyota_mqtt.core import image as esp_image
 from tinyota_mqtt.core import semver
-from tinyota_mqtt.errors import NotFound, ReleaseExists, StoreError
+from tinyota_mqtt.errors import NotFound, ReleaseExists, StorageFull, StoreError
 
 IMAGE_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 INCOMING = ".incoming"
@@ -101,7 +102,11 @@ class Upload:
             window = self._tail + chunk
             self._embedded_version = esp_image.find_version(window)
             self._tail = window[-_MARKER_TAIL:]
-        self._fh.write(chunk)
+        try:
+            self._fh.write(chunk)
+        except OSError as exc:
+            self.abort()
+            raise storage_error(exc, self._store.root) from None
         self._md5.update(chunk)
         self._sha256.update(chunk)
         self.size += len(chunk)
@@ -144,16 +149,17 @@ class Upload:
             raise refusal
         fh, self._fh = self._fh, None
         try:
-            fh.flush()
-            os.fsync(fh.fileno())
-        finally:
-            fh.close()
-        try:
+            try:
+                fh.flush()
+                os.fsync(fh.fileno())
+            finally:
+                fh.close()
             return self._store._commit(self, self._part, self._md5.hexdigest(), self._sha256.hexdigest())
-        except BaseException:
+        except OSError as exc:
+            raise storage_error(exc, self._store.root) from None
+        finally:
             with contextlib.suppress(FileNotFoundError):
-                self._part.unlink()
-            raise
+                self._part.unlink()  # gone already after a successful commit (renamed)
 
     def abort(self) -> None:
         if self._fh is not None:
@@ -167,6 +173,15 @@ class Upload:
 
     def __exit__(self, *exc: object) -> None:
         self.abort()
+
+
+def storage_error(exc: OSError, root: Path) -> StoreError:
+    """A write that failed on the disk's side: say which, and that nothing was kept."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return StorageFull(f"the firmware store {root} is full ({exc.strerror}); the release was not kept",
+                           "free some space (e.g. delete old releases) and release again")
+    return StoreError(f"cannot write to the firmware store {root}: {exc.strerror}; the release was not kept",
+                      "check the folder's permissions and the disk")
 
 
 def _fsync_dir(path: Path) -> None:
@@ -279,10 +294,17 @@ class FirmwareStore:
         )
         os.replace(part, folder / release.file)
         meta_tmp = folder / f".{upload.version}.{secrets.token_hex(4)}.json.tmp"
-        with open(meta_tmp, "x", encoding="utf-8") as fh:
-            json.dump(release.to_json(), fh, indent=2)
-            fh.flush()
-            os.fsync(fh.fileno())
+        try:
+            with open(meta_tmp, "x", encoding="utf-8") as fh:
+                json.dump(release.to_json(), fh, indent=2)
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError:
+            # Not committed: take back the bytes, unless an equal release already owns that file.
+            meta_tmp.unlink(missing_ok=True)
+            if all(old.file != release.file for old in previous):
+                (folder / release.file).unlink(missing_ok=True)
+            raise
         for old in previous:  # equal precedence but another spelling, e.g. 1.4.0+a → 1.4.0+b
             if old.version != release.version:
                 with contextlib.suppress(FileNotFoundError):

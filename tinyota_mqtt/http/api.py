@@ -58,6 +58,7 @@ class ReleasesHandler(AdminHandler):
     """
 
     upload: Upload | None = None
+    refusal: TinyOTAError | None = None
 
     def prepare(self) -> None:
         super().prepare()
@@ -86,8 +87,13 @@ class ReleasesHandler(AdminHandler):
                                sha256=_hex_arg(self.get_query_argument("sha256", None), 64, "sha256")))
 
     def data_received(self, chunk: bytes) -> None:
-        if self.upload is not None:
-            self.upload.write(chunk)
+        # An exception here would drop the connection with a traceback in the log; keep the
+        # refusal, discard the rest of the body, and answer it properly in post().
+        if self.upload is not None and self.refusal is None:
+            try:
+                self.upload.write(chunk)
+            except TinyOTAError as exc:
+                self.refusal = exc
 
     def on_connection_close(self) -> None:
         if self.upload is not None:
@@ -105,6 +111,8 @@ class ReleasesHandler(AdminHandler):
 
     def post(self) -> None:
         assert self.upload is not None
+        if self.refusal is not None:
+            raise self.refusal
         release = self.upload.commit()
         log.info("released %s %s (%d bytes) via the API", release.image, release.version, release.size)
         self.service.tick()  # announce to automatic groups now rather than at the next tick

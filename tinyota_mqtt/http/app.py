@@ -8,6 +8,7 @@ from typing import Any
 
 from tornado import httpserver, iostream, web
 
+from tinyota_mqtt.core.throttle import AuthThrottle
 from tinyota_mqtt.http import api, firmware
 from tinyota_mqtt.service import Service
 
@@ -19,6 +20,7 @@ _VERSION = r"([0-9A-Za-z.+-]+)"
 
 def make_app(service: Service, **settings: Any) -> web.Application:
     ctx = {"service": service}
+    settings.setdefault("throttle", AuthThrottle())
     routes: list[Any] = [
         (rf"/fw/{_ID}/{_VERSION}\.bin", firmware.FirmwareHandler, ctx),
         (r"/firmware\.bin", firmware.SeedFirmwareHandler, ctx),

@@ -8,6 +8,7 @@ from typing import Any
 
 from tornado import web
 
+from tinyota_mqtt.core.throttle import AuthThrottle
 from tinyota_mqtt.errors import TinyOTAError
 from tinyota_mqtt.service import Principal, Service
 
@@ -22,14 +23,27 @@ class BaseHandler(web.RequestHandler):
     def initialize(self, service: Service) -> None:
         self.service = service
 
+    @property
+    def throttle(self) -> AuthThrottle:
+        """One per application (see make_app), shared by every handler."""
+        throttle: AuthThrottle = self.application.settings["throttle"]
+        return throttle
+
     def set_default_headers(self) -> None:
         self.set_header("Server", "TinyOTA")
         self.set_header("X-Content-Type-Options", "nosniff")
 
     def authenticate(self) -> Principal:
         """The caller, or a 401 that tells a browser or curl to send credentials."""
+        address = self.request.remote_ip or "-"
+        wait = self.throttle.retry_after(address)
+        if wait > 0:
+            self.set_header("Retry-After", str(int(wait) + 1))
+            raise web.HTTPError(429, "too many failed logins from %s; refusing for %d s", address, wait)
         principal = self.service.authenticate(self.request.headers.get("Authorization"))
         if principal is None:
+            if self.request.headers.get("Authorization") is not None:
+                self.throttle.failed(address)  # a browser's first credential-less probe is no guess
             # Which part was wrong is deliberately not said; the log line names the user tried.
             raise web.HTTPError(401, "authentication failed for %s", self._user_tried())
         self.principal = principal
@@ -68,9 +82,12 @@ class BaseHandler(web.RequestHandler):
         self.finish(json.dumps(body, indent=1, sort_keys=False))
 
     def error_headers(self, status_code: int) -> None:
-        # send_error() clears every header before write_error(), so the challenge is set here.
+        # send_error() clears every header before write_error(), so these are set here.
         if status_code == 401:
             self.set_header("WWW-Authenticate", REALM)
+        if status_code == 429:
+            wait = self.throttle.retry_after(self.request.remote_ip or "-")
+            self.set_header("Retry-After", str(int(wait) + 1))
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         self.error_headers(status_code)
