@@ -14,6 +14,7 @@ import hashlib
 import http.client
 import json
 import logging
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -42,6 +43,7 @@ class SimSettings:
     free_space: int = 1_044_480  # a 4 MB ESP8266 with the default 1 MB sketch partition
     mqtt_username: str | None = None
     mqtt_password: str | None = None
+    ca: str | None = None  # CA file for https:// downloads and mqtts:// (the device's trust anchor)
     rate: float | None = None  # bytes per second, like a device on weak Wi-Fi; None = as fast as it can
     reboot_seconds: float = 0.3
     progress_every: float = 0.5  # seconds between progress reports (a real device throttles too)
@@ -64,7 +66,7 @@ class SimDevice:
         s = self.s
         settings = LinkSettings(
             url=s.broker, client_id=f"sim-{s.device_id}", username=s.mqtt_username,
-            password=s.mqtt_password, keepalive=30,
+            password=s.mqtt_password, keepalive=30, ca=s.ca,
             will=(self.topics.availability(s.device_id), b"offline"), online=b"online")
         return MqttLink(settings, [(self.topics.update(s.device_id), 1)],
                         on_message=self._on_message, on_connected=self._on_connected)
@@ -143,8 +145,12 @@ class SimDevice:
 
     def _download(self, url: str, ann_id: str, md5: str | None) -> bytes | None:
         parts = urlsplit(url)
-        conn_cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-        conn = conn_cls(parts.hostname or "", parts.port, timeout=30)
+        conn: http.client.HTTPConnection
+        if parts.scheme == "https":
+            context = ssl.create_default_context(cafile=self.s.ca)
+            conn = http.client.HTTPSConnection(parts.hostname or "", parts.port, timeout=30, context=context)
+        else:
+            conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=30)
         # The ESP cores speak HTTP/1.0 so the server must send Content-Length, never chunks.
         conn._http_vsn, conn._http_vsn_str = 10, "HTTP/1.0"  # type: ignore[attr-defined]
         chip = self.s.platform.upper()

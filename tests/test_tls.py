@@ -1,0 +1,87 @@
+"""TLS end to end with certificates the suite makes: HTTPS downloads, mqtts to mosquitto, a device on both."""
+
+from __future__ import annotations
+
+import http.client
+import ssl
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import Mosquitto, free_port, release, wait_until, write_config
+from tinyota_mqtt.core.httpauth import basic_header
+from tinyota_mqtt.mqtt.simulator import SimDevice, SimSettings
+
+
+def openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A private CA, a server certificate for 127.0.0.1/localhost, and a client certificate."""
+    d = tmp_path_factory.mktemp("certs")
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
+            "-subj", "/CN=TinyOTA test CA", cwd=d)
+    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    for name in ("server", "client"):
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
+                "-subj", f"/CN={name}", cwd=d)
+        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+                "-out", f"{name}.crt", "-days", "2", "-extfile", "san.ext", cwd=d)
+    return d
+
+
+def tls_config(tmp_path: Path, certs: Path, mqtt: str, prefix: str = "tinyota") -> Path:
+    port = free_port()
+    text = write_config(tmp_path, mqtt=mqtt, prefix=prefix, port=port).read_text()
+    text = text.replace(f"public_url: http://127.0.0.1:{port}", f"public_url: https://127.0.0.1:{port}")
+    text = text.replace("  admin:", f"  tls: {{cert: {certs}/server.crt, key: {certs}/server.key}}\n  admin:")
+    if mqtt.startswith("mqtts"):
+        text = text.replace("  prefix:", f"  tls: {{ca: {certs}/ca.crt, cert: {certs}/client.crt, "
+                                         f"key: {certs}/client.key}}\n  prefix:")
+    (tmp_path / "config.yaml").write_text(text)
+    return tmp_path / "config.yaml"
+
+
+def test_https_download(tmp_path: Path, certs: Path, servers: Any) -> None:
+    from tinyota_mqtt.runner import Overrides
+
+    srv = servers(tls_config(tmp_path, certs, "mqtt://127.0.0.1:9"), Overrides(mqtt_url="none"))
+    rel = release(srv.config, "kitchen", "1.0.0", 50_000)
+    context = ssl.create_default_context(cafile=str(certs / "ca.crt"))
+    conn = http.client.HTTPSConnection("127.0.0.1", srv.server.port, context=context, timeout=10)
+    conn.request("GET", "/fw/kitchen/1.0.0.bin", headers={"Authorization": basic_header("kitchen-1", "pw-kitchen-1")})
+    resp = conn.getresponse()
+    assert resp.status == 200 and len(resp.read()) == rel.size and resp.getheader("x-MD5") == rel.md5
+    plain = http.client.HTTPConnection("127.0.0.1", srv.server.port, timeout=5)
+    with pytest.raises((ConnectionError, http.client.HTTPException, OSError)):
+        plain.request("GET", "/healthz")
+        plain.getresponse().read()
+
+
+def test_mqtts_with_client_certificate_and_a_device_on_https(tmp_path: Path, certs: Path, prefix: str,
+                                                              servers: Any) -> None:
+    tls_port = free_port()
+    mosq = Mosquitto(tmp_path / "mosq", extra=(
+        f"listener {tls_port} 127.0.0.1\ncafile {certs}/ca.crt\ncertfile {certs}/server.crt\n"
+        f"keyfile {certs}/server.key\nrequire_certificate false\n")).start()
+    try:
+        url = f"mqtts://127.0.0.1:{tls_port}"
+        server = servers(tls_config(tmp_path, certs, url, prefix))
+        wait_until(lambda: server.service.mqtt_connected, 15, "the server's mqtts session")
+        release(server.config, "kitchen", "1.0.0")
+        server.call(server.service.tick)
+        device = SimDevice(SimSettings(device_id="kitchen-1", password="pw-kitchen-1", broker=url, version="0.9.0",
+                                       prefix=prefix, ca=str(certs / "ca.crt")))
+        device.start()
+        try:
+            wait_until(lambda: (server.view("kitchen-1")["attempt"] or {}).get("state") == "succeeded", 30,
+                       "the update over mqtts and https")
+            assert device.version == "1.0.0"
+        finally:
+            device.stop()
+    finally:
+        mosq.stop()
