@@ -1,0 +1,36 @@
+// Command line of tinyota-device.
+#ifndef HOSTDEV_OPTIONS_H
+#define HOSTDEV_OPTIONS_H
+
+#include <stdint.h>
+
+#include <string>
+
+#include "http_rules.h"
+
+namespace hostdev {
+
+struct Options {
+  std::string id;
+  std::string password;      // HTTP Basic and MQTT
+  std::string mqttUser;      // defaults to id
+  std::string brokerHost;
+  int brokerPort;
+  std::string stateDir;      // flashed image, attempted-id "NVS" file, log
+  std::string version;       // the version before anything was flashed
+  Platform platform;
+  uint32_t freeSpace;
+  bool freeSpaceSet;
+  std::string prefix;
+  uint32_t progressIntervalMs;
+  bool help;
+};
+
+const char* usageText();
+
+// False with a one-line reason in `error` when the command line cannot work.
+bool parseOptions(int argc, char** argv, Options& out, std::string& error);
+
+}  // namespace hostdev
+
+#endif  // HOSTDEV_OPTIONS_H
