@@ -963,3 +963,9 @@ _TREES = st.recursive(
 @given(st.dictionaries(_KEYS, _TREES, max_size=6))
 def test_config_shaped_documents_load_or_are_refused_cleanly(tree: dict[str, object]) -> None:
     _outcome(yaml.safe_dump(tree, default_flow_style=bool(len(tree) % 2)))
+
+
+def test_device_id_server_is_reserved() -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config("devices:\n  server: {}\n", "config.yaml")
+    assert "[config.yaml:2] devices.server: 'server' is reserved" in str(err.value)

@@ -262,3 +262,8 @@ def test_attempt_deadline_refusal_and_cancel() -> None:
     assert att.on_clock(attempt(), 100).state == att.TIMED_OUT
     assert att.on_refused(attempt(), "no room", 1).error == "no room"
     assert att.cancel(attempt(att.SUCCEEDED), 1).state == att.SUCCEEDED
+
+
+def test_a_bare_marker_prefix_is_skipped() -> None:
+    data = b"\xe9" + image.VERSION_MARKER + b"\x00junk" + image.VERSION_MARKER + b"2.1.0\x00"
+    assert image.find_version(data) == "2.1.0"

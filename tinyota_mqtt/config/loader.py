@@ -742,6 +742,10 @@ def _cross_check(r: _Reader, values: Mapping[str, Any]) -> None:
             path = f"devices.{device_id}.group"
             r.add(r.lines[path], path, _unknown_ref("group", device.group, group_ids))
 
+    if "server" in devices:
+        # <prefix>/server/availability is the server's own last will, not a device's.
+        r.add(r.lines["devices.server"], "devices.server",
+              "'server' is reserved (tinyota/server/availability is the server's own topic); rename it")
     server = values.get("server", None if "server" in r.failed else ServerConfig())
     if server is not None and server.admin.username in devices:
         # The HTTP layer checks admin and device accounts in one table keyed by username.

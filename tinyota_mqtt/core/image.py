@@ -24,18 +24,22 @@ def kind(head: bytes) -> str | None:
 
 
 def find_version(data: bytes) -> str | None:
-    """The version an esp_client image declares about itself, if the marker is present."""
+    """The version an esp_client image declares about itself, if the marker is present.
+
+    The marker's prefix can also occur on its own (a string table, the code that searches for
+    it), so a copy not followed by a plausible version and a NUL is skipped, not taken.
+    """
     at = data.find(VERSION_MARKER)
-    if at < 0:
-        return None
-    start = at + len(VERSION_MARKER)
-    end = data.find(b"\x00", start, start + _MAX_VERSION + 1)
-    if end < 0:
-        return None
-    try:
-        return data[start:end].decode("ascii")
-    except UnicodeDecodeError:
-        return None
+    while at >= 0:
+        start = at + len(VERSION_MARKER)
+        end = data.find(b"\x00", start, start + _MAX_VERSION + 1)
+        if end > start:
+            try:
+                return data[start:end].decode("ascii")
+            except UnicodeDecodeError:
+                pass
+        at = data.find(VERSION_MARKER, start)
+    return None
 
 
 def make_test_image(version: str, size: int = 4096, *, fill: bytes = b"\xff") -> bytes:
