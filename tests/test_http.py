@@ -303,3 +303,12 @@ def test_repeated_failed_logins_are_throttled_per_address(server: ServerThread) 
     assert int(resp.getheader("Retry-After")) > 0
     resp, _ = request(server, "GET", "/healthz", user=None)  # no login needed: still answered
     assert resp.status == 200
+
+
+def test_devices_may_fetch_any_image_when_configured(tmp_path: Path, servers: Any) -> None:
+    text = write_config(tmp_path).read_text().replace("  admin:", "  devices_fetch_any_image: true\n  admin:")
+    (tmp_path / "config.yaml").write_text(text)
+    srv = servers(tmp_path / "config.yaml", HTTP_ONLY)
+    release(srv.config, "sensor", "2.0.0")
+    resp, _ = request(srv, "GET", "/fw/sensor/2.0.0.bin", user="kitchen-1")
+    assert resp.status == 200

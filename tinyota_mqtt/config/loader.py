@@ -599,6 +599,7 @@ _SERVER = _Section(
         "store": _Opt(_path),
         "state": _Opt(_path),
         "access_log": _Opt(_boolean),
+        "devices_fetch_any_image": _Opt(_boolean),
         "admin": _Opt(
             _Section(
                 Account,

@@ -53,6 +53,9 @@ class ServerConfig:
     tls: TLSFiles | None = None
     limits: Limits = field(default_factory=Limits)
     access_log: bool = True
+    # False: a device downloads only its own group's image, so a leaked device password exposes
+    # one image, not the whole store. True suits fleets that share images across groups.
+    devices_fetch_any_image: bool = False
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,7 @@ class FirmwareHandler(BaseHandler, web.StaticFileHandler):
             release = self.service.store.get(image, version)
         except NotFound:
             raise web.HTTPError(404, "no release %s of %s", version[:64], image) from None
-        if not principal.admin:
+        if not principal.admin and not self.service.config.server.devices_fetch_any_image:
             allowed = self.service.config.image_of(principal.username)
             if allowed is None or allowed.name != image:
                 raise web.HTTPError(403, "device %s may not fetch image %s", principal.username, image,
