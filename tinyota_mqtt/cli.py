@@ -115,6 +115,15 @@ def cmd_hash_password(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from tinyota_mqtt.signing import generate
+
+    signer = generate(Path(args.file))
+    print(f"wrote {args.file} (keep it private; set server.signing_key to it)")
+    print(f"public key (Ed25519, base64), for devices: {signer.public_key}")
+    return 0
+
+
 def _open_registry(config: Config) -> Any:
     from tinyota_mqtt.service import Service
 
@@ -269,6 +278,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("hash-password", help="print a PBKDF2 hash to put in the config instead of a password")
     p.add_argument("password", nargs="?", help="read from the terminal or stdin when left out")
     p.set_defaults(fn=cmd_hash_password)
+
+    p = sub.add_parser("keygen", help="make an Ed25519 key for signing announcements (server.signing_key)")
+    p.add_argument("file")
+    p.set_defaults(fn=cmd_keygen)
 
     p = add("status", cmd_status, "show every device: online, installed, target, update state")
     p.add_argument("--json", action="store_true")

@@ -8,6 +8,7 @@ It knows no sockets: the HTTP layer calls it, the MQTT adapter feeds it messages
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import secrets
 import time
@@ -22,6 +23,7 @@ from tinyota_mqtt.core.httpauth import parse_basic
 from tinyota_mqtt.core.passwords import Password, Verifier
 from tinyota_mqtt.errors import NotFound, TinyOTAError
 from tinyota_mqtt.registry import DeviceRecord, Registry
+from tinyota_mqtt.signing import Signer
 from tinyota_mqtt.store import FirmwareStore, Release
 
 log = logging.getLogger("tinyota.service")
@@ -68,6 +70,9 @@ class Service:
         self._logged: set[tuple[str, str]] = set()
         self._release_stamp: tuple[tuple[str, str], ...] | None = None
         self.mqtt_connected: bool | None = None  # None: running without MQTT
+        self.signer: Signer | None = None
+        if config.server.signing_key is not None:
+            self.signer = Signer.load(config.server.signing_key)
 
     # -- who is asking ---------------------------------------------------------------------------
 
@@ -182,10 +187,13 @@ class Service:
         return attempt
 
     def _announcement(self, release: Release, attempt_id: str) -> protocol.Announcement:
-        return protocol.Announcement(
+        ann = protocol.Announcement(
             id=attempt_id, version=release.version,
             url=protocol.firmware_url(self.config.server.public_url, release.image, release.version),
             size=release.size, md5=release.md5, sha256=release.sha256)
+        if self.signer is not None:
+            ann = dataclasses.replace(ann, sig=self.signer.sign(ann.manifest()))
+        return ann
 
     def _publish_announcement(self, device_id: str, release: Release, attempt_id: str) -> None:
         payload = self._announcement(release, attempt_id).payload()
@@ -439,7 +447,9 @@ class Service:
     def health(self) -> dict[str, Any]:
         mqtt = {None: "off", True: "connected", False: "disconnected"}[self.mqtt_connected]
         return {"status": "ok", "mqtt": mqtt, "devices": len(self.config.devices),
-                "releases": len(self.store.releases())}
+                "releases": len(self.store.releases()),
+                # Public by nature: devices need it to check announcements.
+                "signing_public_key": self.signer.public_key if self.signer else None}
 
     def close(self) -> None:
         self.registry.close()

@@ -600,6 +600,7 @@ _SERVER = _Section(
         "state": _Opt(_path),
         "access_log": _Opt(_boolean),
         "devices_fetch_any_image": _Opt(_boolean),
+        "signing_key": _Opt(_path),
         "admin": _Opt(
             _Section(
                 Account,

@@ -56,6 +56,7 @@ class ServerConfig:
     # False: a device downloads only its own group's image, so a leaked device password exposes
     # one image, not the whole store. True suits fleets that share images across groups.
     devices_fetch_any_image: bool = False
+    signing_key: Path | None = None  # Ed25519 private key (PEM): announcements carry a signature
 
 
 @dataclass(frozen=True)

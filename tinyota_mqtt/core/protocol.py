@@ -67,12 +67,21 @@ class Announcement:
     size: int
     md5: str
     sha256: str
+    sig: str | None = None  # base64 Ed25519 signature over manifest(), when the server signs
+
+    def manifest(self) -> bytes:
+        """The bytes a signature covers: every field a device acts on, one per line."""
+        fields = ("tinyota-announcement-v1", self.id, self.version, self.url, str(self.size), self.md5,
+                  self.sha256)
+        return "\n".join(fields).encode("utf-8")
 
     def payload(self) -> bytes:
         # Compact and key-ordered: it must fit the device's MQTT buffer, and equal announcements
         # must be byte-equal so re-publishing after a reconnect changes nothing.
-        body = {"id": self.id, "version": self.version, "url": self.url, "size": self.size,
-                "md5": self.md5, "sha256": self.sha256}
+        body: dict[str, Any] = {"id": self.id, "version": self.version, "url": self.url, "size": self.size,
+                                "md5": self.md5, "sha256": self.sha256}
+        if self.sig is not None:
+            body["sig"] = self.sig
         return json.dumps(body, separators=(",", ":")).encode("utf-8")
 
 
