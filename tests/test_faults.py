@@ -51,8 +51,10 @@ def test_reconnects_and_republishes_after_the_broker_restarts(tmp_path: Path, pr
         assert json.loads(body)["mqtt"] == "disconnected"
         mosq.start()
         wait_until(lambda: server.service.mqtt_connected, 40, "the server to reconnect")
-        probe = probes(mosq.url).subscribe(f"{prefix}/#")
+        probe = probes(mosq.url).subscribe(f"{prefix}/#").subscribe(f"{prefix}-ha/#")
         again = json.loads(probe.wait_for(f"{prefix}/kitchen-1/update").payload)
+        discovery = json.loads(probe.wait_for(f"{prefix}-ha/update/tinyota_kitchen-1/config").payload)
+        assert discovery["unique_id"] == "tinyota_kitchen-1"
         assert again == first  # same attempt id: the device does not see a new update
         assert probe.wait_for(f"{prefix}/server/availability").payload == b"online"
         probe.wait_for(f"{prefix}/kitchen-1/state")
