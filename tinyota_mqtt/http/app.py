@@ -9,7 +9,7 @@ from typing import Any
 from tornado import httpserver, iostream, web
 
 from tinyota_mqtt.core.throttle import AuthThrottle
-from tinyota_mqtt.http import api, firmware
+from tinyota_mqtt.http import api, dashboard, firmware
 from tinyota_mqtt.service import Service
 
 access_log = logging.getLogger("tinyota.access")
@@ -32,6 +32,11 @@ def make_app(service: Service, **settings: Any) -> web.Application:
         (rf"/api/devices/{_ID}/history", api.DeviceHistoryHandler, ctx),
         (rf"/api/(devices|groups)/{_ID}/install", api.InstallHandler, ctx),
         (rf"/api/(devices|groups)/{_ID}/cancel", api.CancelHandler, ctx),
+        (r"/api/events", dashboard.EventStream, ctx),
+        (r"/", dashboard.FleetPage, ctx),
+        (r"/releases", dashboard.ReleasesPage, ctx),
+        (rf"/devices/{_ID}", dashboard.DevicePage, ctx),
+        (r"/static/(.+)", dashboard.AssetHandler, {**ctx, "path": str(dashboard.STATIC)}),
     ]
     extra_routes = settings.pop("extra_routes", [])
     log_on = service.config.server.access_log
