@@ -314,9 +314,14 @@ class Service:
                 self._publish_state(device_id)
         self.registry.flush()
 
+    def set_mqtt_connected(self, connected: bool) -> None:
+        if self.mqtt_connected != connected:
+            self.mqtt_connected = connected
+            self._emit({"type": "health", **self.health()})
+
     def on_connected(self) -> None:
         """The broker (re)connected: make every retained message we own right again."""
-        self.mqtt_connected = True
+        self.set_mqtt_connected(True)
         self._sent.clear()
         for device_id in self.config.devices:
             record = self.registry.device(device_id)

@@ -280,7 +280,8 @@ class EventStream(DashboardHandler):
     Sends ``retry:``, then a ``snapshot`` event (every device, every release, health), then one
     event per change: ``device`` (a device view), ``attempt`` (an attempt that changed state),
     ``releases`` (the new release list, with every device view since targets may have moved),
-    ``health`` (when the MQTT link comes or goes). A comment line every ``heartbeat`` seconds
+    ``health`` (when the MQTT link comes or goes, at once; also re-checked with each heartbeat).
+    A comment line every ``heartbeat`` seconds
     keeps proxies and NAT tables from closing an idle stream. EventSource reconnects by itself
     and gets a fresh snapshot, so a restarted server or a dropped stream needs nothing else.
     """
