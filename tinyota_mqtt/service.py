@@ -254,7 +254,13 @@ class Service:
             changes["free_space"] = status.free_space
         changes["progress"] = status.progress if status.state in ("downloading", "flashing") else None
         if status.state == "failed":
-            changes["last_error"] = status.error or "device reported failure"
+            error = status.error or "device reported failure"
+            # The HTTP side may have failed this attempt already and knows why (e.g. not enough
+            # free space); the device then only says "Forbidden (403)". Keep both.
+            ended = self.registry.attempt(status.id) if status.id else None
+            if ended is not None and ended.state == att.FAILED and ended.error and ended.error != error:
+                error = f"{error}: {ended.error}"
+            changes["last_error"] = error
         before = self.registry.device(device_id)
         self.registry.update_device(device_id, **changes)
         attempt = self.registry.open_attempt(device_id)

@@ -35,7 +35,7 @@ def _int(name: str, text: str | None) -> int | None:
     if text is None:
         return None
     text = text.strip()
-    if not text.isdigit() or len(text) > 12:
+    if not (text.isascii() and text.isdigit()) or len(text) > 12:  # "²".isdigit() is True
         raise BadEspHeader(f"{name} must be a whole number of bytes, got {text[:40]!r}")
     return int(text)
 
