@@ -60,6 +60,9 @@ class Registry:
         self.path = Path(path)
         self._devices: dict[str, DeviceRecord] = {}
         self._attempts: dict[str, Attempt] = {}  # open attempts, plus any changed since the last flush
+        # The ids in _attempts per device: open_attempt() runs for every status a device sends,
+        # and scanning every attempt made each of N devices' reports cost O(N).
+        self._by_device: dict[str, set[str]] = {}
         self._dirty_devices: set[str] = set()
         self._dirty_attempts: set[str] = set()
         self._db = self._open()
@@ -101,8 +104,7 @@ class Registry:
             for row in self._db.execute(
                     f"SELECT {', '.join(_ATTEMPT_COLUMNS)} FROM attempts WHERE state IN ({placeholders})",
                     OPEN):
-                attempt = Attempt(*row)
-                self._attempts[attempt.id] = attempt
+                self._remember(Attempt(*row))
         except (sqlite3.DatabaseError, TypeError) as exc:
             raise self._broken(str(exc)) from None
 
@@ -139,12 +141,27 @@ class Registry:
 
     # -- attempts --------------------------------------------------------------------------------
 
-    def put_attempt(self, attempt: Attempt) -> None:
+    def _remember(self, attempt: Attempt) -> None:
         self._attempts[attempt.id] = attempt
+        self._by_device.setdefault(attempt.device, set()).add(attempt.id)
+
+    def _forget(self, attempt: Attempt) -> None:
+        self._attempts.pop(attempt.id, None)
+        ids = self._by_device.get(attempt.device)
+        if ids is not None:
+            ids.discard(attempt.id)
+            if not ids:
+                del self._by_device[attempt.device]
+
+    def _in_memory(self, device_id: str) -> list[Attempt]:
+        return [self._attempts[i] for i in self._by_device.get(device_id, ())]
+
+    def put_attempt(self, attempt: Attempt) -> None:
+        self._remember(attempt)
         self._dirty_attempts.add(attempt.id)
 
     def open_attempt(self, device_id: str) -> Attempt | None:
-        found = [a for a in self._attempts.values() if a.device == device_id and a.open]
+        found = [a for a in self._in_memory(device_id) if a.open]
         return max(found, key=lambda a: a.created) if found else None
 
     def open_attempts(self) -> list[Attempt]:
@@ -159,7 +176,7 @@ class Registry:
 
     def last_attempt(self, device_id: str) -> Attempt | None:
         """The newest attempt for a device, open or not, without forcing a flush."""
-        candidates = [a for a in self._attempts.values() if a.device == device_id]
+        candidates = self._in_memory(device_id)
         row = self._db.execute(
             f"SELECT {', '.join(_ATTEMPT_COLUMNS)} FROM attempts WHERE device = ? "
             "ORDER BY created DESC LIMIT 1", (device_id,)).fetchone()
@@ -199,7 +216,7 @@ class Registry:
         self._dirty_attempts.clear()
         for attempt in attempts:  # closed attempts live on disk only
             if not attempt.open:
-                self._attempts.pop(attempt.id, None)
+                self._forget(attempt)
 
     def _write(self, devices: Iterable[DeviceRecord], attempts: Iterable[Attempt]) -> None:
         dev_sql = (f"INSERT OR REPLACE INTO devices ({', '.join(_DEVICE_COLUMNS)}) "

@@ -93,6 +93,9 @@ def start_http(service: Service, app: web.Application, host: str, port: int,
     )
     from tornado.netutil import bind_sockets
 
-    sockets = bind_sockets(port, address=host)
+    # A release makes a whole group connect at once. Tornado's default listen queue (128) overflows
+    # then, and the kernel drops the extra SYNs: those devices wait out 1 s, 3 s, 7 s retransmits.
+    # Queue as many as we would serve (the kernel caps it at net.core.somaxconn).
+    sockets = bind_sockets(port, address=host, backlog=limits.max_connections)
     server.add_sockets(sockets)
     return server, sockets

@@ -1,15 +1,17 @@
 """Firmware downloads, built on Tornado's StaticFileHandler.
 
 StaticFileHandler already does the HTTP parts right (Content-Length always, Range → 206/416,
-If-None-Match → 304, HEAD = GET without a body, and ``await self.flush()`` after every 64 KiB
+If-None-Match → 304, HEAD = GET without a body, and ``await self.flush()`` after every chunk
 so a slow device slows only its own download). What we change is which file a URL means: the
-store looks the release up, so a URL never becomes a path and cannot leave the store.
+store looks the release up, so a URL never becomes a path and cannot leave the store; and how
+big the chunks are (see ``get_content``).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from tornado import web
@@ -21,6 +23,12 @@ from tinyota_mqtt.service import Service
 from tinyota_mqtt.store import Release
 
 log = logging.getLogger("tinyota.http")
+
+# Chunk sizes for streaming an image (see FirmwareHandler.get_content).
+DEVICE_CHUNK = 32 * 1024  # what each open download holds in memory while a device takes it
+FAST_CHUNK = 256 * 1024  # for a client that keeps up with FAST_RATE: fewer trips through the loop
+FAST_RATE = 4_000_000  # bytes/s; ESP cores on Wi-Fi stay well below it
+FAST_AFTER = 256 * 1024  # bytes sent before the rate says anything: socket buffers absorb the start
 
 
 class FirmwareHandler(BaseHandler, web.StaticFileHandler):
@@ -78,6 +86,34 @@ class FirmwareHandler(BaseHandler, web.StaticFileHandler):
             self.client_gone = self.sent < int(self._headers.get("Content-Length", 0))
 
     # -- StaticFileHandler hooks -----------------------------------------------------------------
+
+    def get_content(self, abspath: str, start: int | None = None,  # type: ignore[override]
+                    end: int | None = None) -> Iterator[bytes]:
+        """The image in chunks sized to the client's pace.
+
+        Every open download holds its current chunk until the client has taken it, and Tornado's
+        chunks are 64 KiB: a thousand ESP-paced devices pinned 64 MB (bench slow fleet, N=1000:
+        peak RSS 144-167 MB; 94 MB with 32 KiB). A client that takes the image faster than any
+        device (curl, CI) gets 256 KiB chunks once its pace is known (4 MiB images: 1.4× faster).
+        """
+        remaining = None if end is None else end - (start or 0)
+        began, sent, size = time.monotonic(), 0, DEVICE_CHUNK
+        with open(abspath, "rb") as file:
+            if start:
+                file.seek(start)
+            while remaining is None or remaining > 0:
+                chunk = file.read(size if remaining is None else min(size, remaining))
+                if not chunk:
+                    return
+                if remaining is not None:
+                    remaining -= len(chunk)
+                handed = time.monotonic()
+                yield chunk  # StaticFileHandler.get writes it and resumes us once it is flushed
+                now = time.monotonic()
+                sent += len(chunk)
+                fast = (sent >= FAST_AFTER and sent > FAST_RATE * (now - began)
+                        and len(chunk) > FAST_RATE * (now - handed))  # and it did not just stall
+                size = FAST_CHUNK if fast else DEVICE_CHUNK
 
     def compute_etag(self) -> str | None:
         # The release's sha256 names its bytes exactly; no need to hash the file again per request.

@@ -1,0 +1,63 @@
+"""The run's workspace: a scratch directory, one mosquitto for every MQTT scenario, and the peers.
+
+Each scenario builds its own servers inside the lab and stops them when it ends, so one
+scenario's leftovers (open sockets, a warm registry) never flatter or burden the next.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from bench.peers import Device, Firmware, Mosquitto, Nginx, Peer, Stdlib, Tinyota
+
+
+class Lab:
+    def __init__(self, keep: bool = False) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="tinyota-bench-"))
+        self.keep = keep
+        self.mosquitto = Mosquitto(self.root / "mosquitto")
+        self._count = 0
+
+    def __enter__(self) -> Lab:
+        self.mosquitto.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.mosquitto.stop()
+        if not self.keep:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    def _dir(self, name: str) -> Path:
+        self._count += 1
+        return self.root / f"{self._count:02d}-{name}"
+
+    def tinyota(self, devices: Sequence[Device], *, prefix: str, auto_update: bool = False) -> Tinyota:
+        """A tinyota whose MQTT prefix no earlier server in this lab used: the broker keeps
+        retained messages, and another run's leftovers must not be mistaken for this one's."""
+        directory = self._dir(f"tinyota-{prefix}")
+        return Tinyota(directory, devices, self.mosquitto.url, prefix=f"{prefix}{self._count}",
+                       auto_update=auto_update)
+
+    def http_peers(self, devices: Sequence[Device], firmware: Sequence[Firmware]) -> list[Peer]:
+        """nginx and the two stdlib baselines, serving tinyota's store files to the same accounts."""
+        return [Nginx(self._dir("nginx"), devices, firmware),
+                Stdlib(self._dir("stdlib-threaded"), devices, firmware, threaded=True),
+                Stdlib(self._dir("stdlib-single"), devices, firmware, threaded=False)]
+
+
+@contextlib.contextmanager
+def running(*peers: Peer) -> Iterator[None]:
+    """Start every peer, and stop every one that started, whatever happens in between."""
+    started: list[Peer] = []
+    try:
+        for peer in peers:
+            peer.start()
+            started.append(peer)
+        yield
+    finally:
+        for peer in reversed(started):
+            peer.stop()
