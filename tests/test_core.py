@@ -268,3 +268,12 @@ def test_attempt_deadline_refusal_and_cancel() -> None:
 def test_a_bare_marker_prefix_is_skipped() -> None:
     data = b"\xe9" + image.VERSION_MARKER + b"\x00junk" + image.VERSION_MARKER + b"2.1.0\x00"
     assert image.find_version(data) == "2.1.0"
+
+
+def test_verifier_says_when_a_check_would_run_the_kdf() -> None:
+    hashed = passwords.Password.parse(passwords.hash_password("right", iterations=1000))
+    verifier = passwords.Verifier({"dev": hashed, "plain": passwords.Password.parse("pw")})
+    assert verifier.is_cheap("plain", "anything") and verifier.is_cheap("ghost", "x")
+    assert not verifier.is_cheap("dev", "right")  # first login: the HTTP layer moves it off the loop
+    assert verifier.check("dev", "right")
+    assert verifier.is_cheap("dev", "right") and not verifier.is_cheap("dev", "wrong")

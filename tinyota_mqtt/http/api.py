@@ -27,8 +27,8 @@ def _hex_arg(value: str | None, length: int, name: str) -> str | None:
 
 
 class AdminHandler(BaseHandler):
-    def prepare(self) -> None:
-        self.require_admin()
+    async def prepare(self) -> None:
+        await self.require_admin()
         if self.request.method not in ("GET", "HEAD"):
             self.check_same_origin()
 
@@ -60,8 +60,9 @@ class ReleasesHandler(AdminHandler):
     upload: Upload | None = None
     refusal: TinyOTAError | None = None
 
-    def prepare(self) -> None:
-        super().prepare()
+    async def prepare(self) -> None:
+        # Tornado reads no body until prepare() is done, so the login may be checked off-loop first.
+        await super().prepare()
         if self.request.method != "POST":
             return
         limit = self.service.config.server.limits.max_upload_bytes

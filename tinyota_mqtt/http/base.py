@@ -7,6 +7,7 @@ import logging
 from typing import Any
 
 from tornado import web
+from tornado.ioloop import IOLoop
 
 from tinyota_mqtt.core.throttle import AuthThrottle
 from tinyota_mqtt.errors import TinyOTAError
@@ -33,14 +34,18 @@ class BaseHandler(web.RequestHandler):
         self.set_header("Server", "TinyOTA")
         self.set_header("X-Content-Type-Options", "nosniff")
 
-    def authenticate(self) -> Principal:
+    async def authenticate(self) -> Principal:
         """The caller, or a 401 that tells a browser or curl to send credentials."""
         address = self.request.remote_ip or "-"
         wait = self.throttle.retry_after(address)
         if wait > 0:
             self.set_header("Retry-After", str(int(wait) + 1))
             raise web.HTTPError(429, "too many failed logins from %s; refusing for %d s", address, wait)
-        principal = self.service.authenticate(self.request.headers.get("Authorization"))
+        header = self.request.headers.get("Authorization")
+        if self.service.authentication_is_cheap(header):
+            principal = self.service.authenticate(header)
+        else:
+            principal = await IOLoop.current().run_in_executor(None, self.service.authenticate, header)
         if principal is None:
             if self.request.headers.get("Authorization") is not None:
                 self.throttle.failed(address)  # a browser's first credential-less probe is no guess
@@ -49,8 +54,8 @@ class BaseHandler(web.RequestHandler):
         self.principal = principal
         return principal
 
-    def require_admin(self) -> Principal:
-        principal = self.authenticate()
+    async def require_admin(self) -> Principal:
+        principal = await self.authenticate()
         if not principal.admin:
             raise web.HTTPError(403, "device %s tried an admin resource", principal.username,
                                 reason="Forbidden: device credentials cannot use this")

@@ -145,8 +145,8 @@ def snapshot(service: Service) -> dict[str, Any]:
 class DashboardHandler(BaseHandler):
     """A dashboard page: admin only, strict CSP, errors as a small HTML page."""
 
-    def prepare(self) -> None:
-        self.require_admin()
+    async def prepare(self) -> None:
+        await self.require_admin()
 
     def set_default_headers(self) -> None:
         super().set_default_headers()
@@ -299,8 +299,8 @@ class EventStream(DashboardHandler):
         self._closed = False
         self._overflowed = False
 
-    def prepare(self) -> None:
-        super().prepare()
+    async def prepare(self) -> None:
+        await super().prepare()
         # Only our own pages read this; refusing other sites also stops a foreign page from
         # holding streams (and their listeners) open in a logged-in admin's browser.
         self.check_same_origin()
@@ -392,5 +392,5 @@ class AssetHandler(BaseHandler, web.StaticFileHandler):
         self.service = service
         web.StaticFileHandler.initialize(self, path, default_filename)
 
-    def prepare(self) -> None:
-        self.require_admin()
+    async def prepare(self) -> None:
+        await self.require_admin()

@@ -48,7 +48,7 @@ class FirmwareHandler(BaseHandler, web.StaticFileHandler):
         return self.get(image, version, include_body=False)
 
     async def get(self, image: str, version: str, include_body: bool = True) -> None:  # type: ignore[override]
-        principal = self.authenticate()
+        principal = await self.authenticate()
         try:
             release = self.service.store.get(image, version)
         except NotFound:
@@ -148,7 +148,7 @@ class SeedFirmwareHandler(FirmwareHandler):
         return self.get(include_body=False)
 
     async def get(self, include_body: bool = True) -> None:  # type: ignore[override]
-        principal = self.authenticate()
+        principal = await self.authenticate()
         if principal.admin:
             raise web.HTTPError(404, "admin asked for /firmware.bin",
                                 reason="Not Found: /firmware.bin serves devices; use /fw/<image>/<version>.bin")
