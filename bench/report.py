@@ -68,14 +68,13 @@ FINDINGS = """Changes to the server that this bench led to (A/B: old and new cod
   4 MB/s. Slow fleet N=1000 peak RSS 144–167 → 94 MB; fast 4 MiB, c=16: 1,310 → 1,809 MB/s;
   1 MiB unchanged (892 / 887 MB/s).
 
-Found, not changed (not small): paho's network thread waits with `select()`, which cannot watch a file
-descriptor numbered 1024 or above. Each open download holds two (socket and image file). With ~1,000
-downloads open, a broker reconnect gets a socket above 1024 and every attempt fails silently until the
-downloads end: with 1,100 open downloads and new ones arriving while mosquitto restarted, `/healthz`
-said `mqtt: disconnected` for 20 s and reconnected 11 s after the downloads closed. The same limit
-wedged the project's SimDevice in this bench (200 in one process, second wave); bench/simfleet.py now
-runs 50 per process. A fix is to drive paho from the asyncio loop (add_reader/add_writer) instead of
-`loop_start()`."""
+Found by this bench, fixed after it: paho's own network thread (`loop_start()`) waits with `select()`,
+which cannot watch a file descriptor numbered 1024 or above. Each open download holds two (socket and
+image file). With 1,100 open downloads and new ones arriving while mosquitto restarted, `/healthz` said
+`mqtt: disconnected` for 20 s and reconnected 11 s after the downloads closed; the same limit wedged
+SimDevice (200 in one process, second wave). `tinyota_mqtt/mqtt/client.py` now runs its own network
+thread on `selectors` (epoll); `tests/test_faults.py::test_mqtt_works_on_descriptors_above_1024`
+keeps it so. bench/simfleet.py still runs 50 simulated devices per process."""
 
 
 @dataclass(frozen=True)

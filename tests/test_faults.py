@@ -175,3 +175,25 @@ def test_corrupt_state_file_stops_the_server_with_advice(tmp_path: Path) -> None
     assert "state.sqlite is unusable" in out.stderr and ".broken" in out.stderr
     assert "Traceback" not in out.stderr
     assert (tmp_path / "state.sqlite").read_bytes().startswith(b"this is not")  # never silently reset
+
+
+def test_mqtt_works_on_descriptors_above_1024(tmp_path: Path, broker: Mosquitto, prefix: str,
+                                              servers: Any) -> None:
+    """A thousand open downloads push new sockets past select()'s limit: the link must not care."""
+    import os
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(max(soft, 4096), hard), hard))
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        assert held[-1] >= 1024
+        server = servers(write_config(tmp_path, mqtt=broker.url, prefix=prefix))
+        wait_until(lambda: server.service.mqtt_connected, 10, "an MQTT session on a high descriptor")
+        release(server.config, "kitchen", "1.0.0")
+        server.call(server.service.tick)
+        assert server.view("kitchen-1")["attempt"]["state"] == "pending"
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

@@ -1,18 +1,26 @@
 """The one place that speaks paho-mqtt.
 
-paho runs its own network thread (``loop_start``): it reconnects with backoff on its own, and
-it reads TLS records correctly, which a selector-driven socket can miss when the TLS layer has
-buffered bytes. Every callback is handed to the owner through ``dispatch``; the server passes
-``loop.call_soon_threadsafe`` so all its state stays on the event loop thread. ``publish`` is
-thread-safe in paho 2.x and may be called from anywhere.
+Each link runs one network thread of its own. It is our loop, not paho's ``loop_start()``:
+paho's waits with ``select()``, which cannot watch a descriptor numbered 1024 or above, and a
+server with a thousand downloads open gets exactly such numbers for a reconnect. Ours waits with
+``selectors`` (epoll) on paho's socket and a wake-up pipe, and drives paho through its external
+loop API (``loop_read``, ``loop_write``, ``loop_misc``, ``reconnect``). It also drains TLS
+records that the TLS layer has already buffered, which a readiness wait alone would miss.
+
+Every callback is handed to the owner through ``dispatch``; the server passes
+``loop.call_soon_threadsafe`` so all its state stays on the event loop thread. ``publish`` may be
+called from any thread: paho queues the packet and wakes our thread to write it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import selectors
+import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -95,43 +103,118 @@ class MqttLink:
                            cert_reqs=ssl.CERT_REQUIRED, tls_version=ssl.PROTOCOL_TLS_CLIENT)
         if settings.will is not None:
             client.will_set(settings.will[0], settings.will[1], qos=1, retain=True)
-        client.reconnect_delay_set(min_delay=1, max_delay=30)
         client.on_connect = self._connected
-        client.on_connect_fail = self._connect_failed
         client.on_disconnect = self._disconnected
         client.on_message = self._message
+        # publish() from another thread queues the packet and calls this: wake our thread to write.
+        client.on_socket_register_write = lambda *_args: self._wake()
         self._client = client
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._thread: threading.Thread | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
 
     def start(self) -> None:
         self._client.connect_async(self.address.host, self.address.port, self.settings.keepalive)
-        self._client.loop_start()
+        self._thread = threading.Thread(target=self._run, name=f"mqtt-{self.settings.client_id}", daemon=True)
+        self._thread.start()
 
     def stop(self, timeout: float = 2.0) -> None:
         """Say goodbye properly: mark ourselves offline (the will is not sent on a clean exit)."""
-        self._stopping = True
         if self.settings.will is not None and self.connected.is_set():
             info = self._client.publish(self.settings.will[0], self.settings.will[1], qos=1, retain=True)
             with contextlib.suppress(RuntimeError, ValueError):
                 info.wait_for_publish(timeout)
+        self._stopping = True
         self._client.disconnect()
-        self._client.loop_stop()
+        self._wake()
+        if self._thread is not None:
+            self._thread.join(timeout + 1)
+        self._wake_r.close()
+        self._wake_w.close()
+
+    # -- the network thread ----------------------------------------------------------------------
+
+    def _wake(self) -> None:
+        with contextlib.suppress(OSError):  # full (a wake-up is pending anyway) or closed
+            self._wake_w.send(b"x")
+
+    def _run(self) -> None:
+        selector = selectors.DefaultSelector()
+        selector.register(self._wake_r, selectors.EVENT_READ)
+        delay = 1.0
+        try:
+            while not self._stopping:
+                sock = self._client.socket()
+                if sock is None:
+                    if not self._connect():
+                        self._sleep(delay)
+                        delay = min(delay * 2, 30.0)  # back off while the broker is away
+                        continue
+                    delay = 1.0
+                    continue
+                self._serve(selector, sock)
+                if self._client.socket() is None and not self._stopping:
+                    self._sleep(1.0)  # lost it: a short pause before the first reconnect
+        finally:
+            selector.close()
+
+    def _connect(self) -> bool:
+        try:
+            self._client.reconnect()  # blocking TCP (and TLS) connect; queues CONNECT
+        except (OSError, ssl.SSLError) as exc:
+            self._problem(f"cannot reach broker {self.address} ({exc.__class__.__name__}: {exc}); retrying")
+            return False
+        return True
+
+    def _serve(self, selector: selectors.BaseSelector, sock: Any) -> None:
+        """Pump one connection until it closes or we stop."""
+        events = selectors.EVENT_READ
+        selector.register(sock, events)
+        try:
+            while not self._stopping and self._still(sock):
+                wanted = selectors.EVENT_READ | (selectors.EVENT_WRITE if self._client.want_write() else 0)
+                if wanted != events:
+                    selector.modify(sock, wanted)
+                    events = wanted
+                for key, mask in selector.select(timeout=1.0):
+                    if key.fileobj is self._wake_r:
+                        with contextlib.suppress(OSError):
+                            self._wake_r.recv(4096)
+                        continue
+                    if mask & selectors.EVENT_READ:
+                        self._client.loop_read()
+                        # TLS may hold whole records already read from the socket: no readiness
+                        # event will announce them, so drain them now.
+                        pending = getattr(sock, "pending", None)
+                        while pending is not None and self._still(sock) and pending() > 0:
+                            self._client.loop_read()
+                    if mask & selectors.EVENT_WRITE and self._still(sock):
+                        self._client.loop_write()
+                if self._still(sock):
+                    self._client.loop_misc()  # keepalive pings and their time-outs
+            if self._stopping and self._still(sock):
+                self._client.loop_write()  # the DISCONNECT that stop() queued
+        finally:
+            with contextlib.suppress(KeyError, ValueError):
+                selector.unregister(sock)
+
+    def _still(self, sock: object) -> bool:
+        """Whether paho still uses ``sock`` (it closes and drops it when the connection ends)."""
+        return self._client.socket() is sock
+
+    def _sleep(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self._stopping and time.monotonic() < deadline:
+            time.sleep(min(0.1, deadline - time.monotonic()))
 
     def publish(self, topic: str, payload: bytes, *, retain: bool, qos: int = 1) -> None:
         # While disconnected paho queues QoS 1 messages and sends them after reconnecting.
         self._client.publish(topic, payload, qos=qos, retain=retain)
 
-    def publish_and_wait(self, topic: str, payload: bytes, *, retain: bool, qos: int = 1,
-                         timeout: float = 5.0) -> bool:
-        info = self._client.publish(topic, payload, qos=qos, retain=retain)
-        try:
-            info.wait_for_publish(timeout)
-        except (RuntimeError, ValueError):
-            return False
-        return info.is_published()
-
-    # -- paho callbacks (paho's thread) ----------------------------------------------------------
+    # -- paho callbacks (our network thread) ----------------------------------------------------------
 
     def _connected(self, client: paho.Client, _ud: Any, _flags: Any, reason: Any, _props: Any) -> None:
         if reason.is_failure:
@@ -151,9 +234,6 @@ class MqttLink:
         self._last_problem = None
         if self._on_connected is not None:
             self._dispatch(self._on_connected)
-
-    def _connect_failed(self, _client: paho.Client, _ud: Any) -> None:
-        self._problem(f"cannot reach broker {self.address}; retrying")
 
     def _disconnected(self, _client: paho.Client, _ud: Any, _flags: Any, reason: Any, _props: Any) -> None:
         was = self.connected.is_set()
