@@ -95,7 +95,7 @@ class MqttLink:
         self._last_problem: str | None = None
         version = paho.MQTTv5 if settings.protocol == "5" else paho.MQTTv311
         client = paho.Client(CallbackAPIVersion.VERSION2, client_id=settings.client_id,
-                             protocol=version, reconnect_on_failure=True)
+                             protocol=version)
         if settings.username is not None:
             client.username_pw_set(settings.username, settings.password)
         if self.address.tls:
@@ -214,7 +214,7 @@ class MqttLink:
         # While disconnected paho queues QoS 1 messages and sends them after reconnecting.
         self._client.publish(topic, payload, qos=qos, retain=retain)
 
-    # -- paho callbacks (our network thread) ----------------------------------------------------------
+    # -- paho callbacks (run on our network thread) ----------------------------------------------
 
     def _connected(self, client: paho.Client, _ud: Any, _flags: Any, reason: Any, _props: Any) -> None:
         if reason.is_failure:
