@@ -95,3 +95,42 @@ def test_serve_with_mqtt_5(tmp_path: Path, broker: Mosquitto, prefix: str, serve
     (tmp_path / "config.yaml").write_text(text.replace("  prefix:", '  protocol: "5"\n  prefix:'))
     server = servers(tmp_path / "config.yaml")
     wait_until(lambda: server.service.mqtt_connected, 10, "an MQTT 5 session")
+
+
+def test_simulate_takes_passwords_for_hashed_devices(tmp_path: Path, broker: Mosquitto, prefix: str,
+                                                     servers: Any) -> None:
+    from tinyota_mqtt.core.passwords import hash_password
+
+    text = write_config(tmp_path, mqtt=broker.url, prefix=prefix).read_text()
+    hashed = hash_password("s3cret", iterations=1000)
+    (tmp_path / "config.yaml").write_text(text.replace("password: pw-sensor-1", f"password: '{hashed}'"))
+    config = tmp_path / "config.yaml"
+    refused = tinyota("simulate", "--devices", "1", "--group", "sensors", "--duration", "1", "-c", str(config))
+    assert refused.returncode == 2 and "--password ID=PASS" in refused.stderr
+    server = servers(config)
+    proc = subprocess.Popen([sys.executable, "-m", "tinyota_mqtt", "simulate", "--group", "sensors",
+                             "--password", "sensor-1=s3cret", "--version", "3.0.0", "--duration", "60",
+                             "-c", str(config)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_until(lambda: server.view("sensor-1")["installed"] == "3.0.0", 20, "the hashed device online")
+    finally:
+        proc.terminate()
+        output, _ = proc.communicate(timeout=10)
+        print(output)
+
+
+def test_the_demo_runs_the_whole_loop(tmp_path: Path) -> None:
+    """The README's main job, end to end: every device of the sample config confirmed."""
+    import shutil
+
+    root = Path(__file__).parent.parent
+    shutil.copy(root / "config.yaml", tmp_path / "config.yaml")
+    from tests.conftest import free_port
+
+    text = (tmp_path / "config.yaml").read_text().replace("embedded_port: 1883", f"embedded_port: {free_port()}")
+    (tmp_path / "config.yaml").write_text(text)
+    out = tinyota("demo", "--once", "--port", str(free_port()), "-c", str(tmp_path / "config.yaml"), timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "every simulated device confirmed its update" in out.stdout
+    for device in ("kitchen-1", "kitchen-2", "sensor-1"):
+        assert any(line.split()[:3] == [device, "1.1.0", "succeeded"] for line in out.stdout.splitlines())

@@ -223,8 +223,14 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from tinyota_mqtt.mqtt.simulator import run_simulation
 
     config = _config(args)
+    passwords = {}
+    for item in args.password or []:
+        device, sep, password = item.partition("=")
+        if not sep or not device:
+            raise TinyOTAError(f"--password takes ID=PASSWORD, got {device!r}")
+        passwords[device] = password
     return run_simulation(config, devices=args.devices, group=args.group, broker=args.mqtt,
-                          version=args.version, duration=args.duration)
+                          version=args.version, duration=args.duration, passwords=passwords)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -301,11 +307,14 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--server", help="server URL (default: from the config)")
 
     p = add("simulate", cmd_simulate, "run simulated devices that speak the device contract")
-    p.add_argument("--devices", type=int, default=3, help="how many (default 3)")
+    p.add_argument("--devices", type=int,
+                   help="how many (default: every configured device, of --group, whose password is known)")
     p.add_argument("--group", help="simulate this group's devices (default: every configured device)")
     p.add_argument("--mqtt", help="broker URL (default: from the config)")
     p.add_argument("--version", dest="version", default="1.0.0", help="version they start on")
     p.add_argument("--duration", type=float, help="stop after this many seconds")
+    p.add_argument("--password", action="append", metavar="ID=PASSWORD",
+                   help="the password of a device whose config entry is hashed (repeatable)")
 
     p = add("demo", cmd_demo, "one command: server, embedded broker, a simulated fleet, a release")
     p.add_argument("--port", type=int, default=8000)

@@ -62,8 +62,12 @@ async def _demo(config: Config, port: int, keep_running: bool) -> int:
     # Never print the password itself: it may be a real one from the environment.
     print(f"server on {public} (log in as {config.server.admin.username} with server.admin.password), "
           f"embedded broker on {server.mqtt_url}", flush=True)
+    # The sample config stores one device's password hashed; its comment gives the password, which
+    # follows the sample's "<id>-demo" pattern. Only a hash that matches it is played.
+    known = {d.id: f"{d.id}-demo" for d in config.devices.values()
+             if d.password is not None and d.password.hashed and d.password.matches(f"{d.id}-demo")}
     sims: list[SimDevice] = devices_for(config, None, None, server.mqtt_url or "", START,
-                                        rate=256 * 1024)
+                                        passwords=known, rate=256 * 1024)
     skipped = sorted(set(config.devices) - {s.s.device_id for s in sims})
     loop = asyncio.get_running_loop()
     for sim in sims:

@@ -17,11 +17,11 @@ import logging
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from tinyota_mqtt.config.model import Config
+from tinyota_mqtt.config.model import Config, Device
 from tinyota_mqtt.core import image as esp_image
 from tinyota_mqtt.core.httpauth import basic_header
 from tinyota_mqtt.core.protocol import Topics
@@ -221,40 +221,52 @@ class SimDevice:
             self._link.start()
 
 
-def devices_for(config: Config, count: int | None, group: str | None, broker: str,
-                version: str, **extra: object) -> list[SimDevice]:
-    """Simulated stand-ins for configured devices that have a plain (not hashed) password."""
+def devices_for(config: Config, count: int | None, group: str | None, broker: str, version: str, *,
+                passwords: Mapping[str, str] | None = None, **extra: object) -> list[SimDevice]:
+    """Simulated stand-ins for configured devices whose password we know.
+
+    A plain password comes from the config; a hashed one only from ``passwords``. Like esp_client
+    by default, each device logs in to the broker with its own id and password too.
+    """
     from tinyota_mqtt.errors import TinyOTAError
 
-    chosen = [d for d in config.devices.values()
-              if (group is None or d.group == group) and d.password is not None and d.password.plain]
+    given = dict(passwords or {})
+
+    def password_of(device: Device) -> str | None:
+        if device.id in given:
+            return given[device.id]
+        plain = device.password.plain if device.password is not None else None
+        return plain.reveal() if plain is not None else None
+
     if group is not None and group not in config.groups:
         raise TinyOTAError(f"no group {group!r}", "groups: " + ", ".join(config.groups))
+    chosen = [d for d in config.devices.values()
+              if (group is None or d.group == group) and password_of(d) is not None]
     if count is not None:
         if count > len(chosen):
             raise TinyOTAError(
-                f"asked for {count} simulated devices but the config has {len(chosen)} with a plain "
-                "password" + (f" in group {group}" if group else ""),
-                "a simulated device needs its password: add devices, or ask for fewer")
+                f"asked for {count} simulated devices but the config has {len(chosen)} whose password is "
+                "known" + (f" in group {group}" if group else ""),
+                "a simulated device needs its password: add devices, pass --password ID=PASS for "
+                "hashed ones, or ask for fewer")
         chosen = chosen[:count]
     sims = []
     for device in chosen:
         image = config.image_of(device.id)
-        assert device.password is not None and device.password.plain is not None
+        password = password_of(device)
+        assert password is not None
         sims.append(SimDevice(SimSettings(
-            device_id=device.id, password=device.password.plain.reveal(), broker=broker, version=version,
+            device_id=device.id, password=password, broker=broker, version=version,
             platform=image.platform if image else "esp8266", prefix=config.mqtt.prefix,
-            mqtt_username=config.mqtt.username if config.mqtt.username else None,
-            mqtt_password=config.mqtt.password.reveal() if config.mqtt.password else None,
-            **extra)))  # type: ignore[arg-type]
+            mqtt_username=device.id, mqtt_password=password, **extra)))  # type: ignore[arg-type]
     return sims
 
 
 def run_simulation(config: Config, *, devices: int | None, group: str | None, broker: str | None,
-                   version: str, duration: float | None) -> int:
+                   version: str, duration: float | None, passwords: Mapping[str, str] | None = None) -> int:
     url = broker or (f"mqtt://{config.mqtt.embedded_host}:{config.mqtt.embedded_port}"
                      if config.mqtt.embedded else config.mqtt.url)
-    sims = devices_for(config, devices, group, url, version)
+    sims = devices_for(config, devices, group, url, version, passwords=passwords)
     print(f"simulating {len(sims)} device(s) on {url}: {', '.join(s.s.device_id for s in sims)}. "
           "Ctrl-C stops.", flush=True)
     for sim in sims:
