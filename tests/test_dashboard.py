@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, Mosquitto, Probe, ServerThread, release, wait_until, write_config
+from tests.conftest import BASE_CONFIG, ROOT, Mosquitto, Probe, ServerThread, release, wait_until, write_config
 from tests.test_http import HTTP_ONLY, request
 from tinyota_mqtt.core.httpauth import basic_header
 from tinyota_mqtt.core.image import make_test_image
@@ -42,18 +42,7 @@ HOSTILE_NOTE = "<script>window.pwned=2</script><b>bold</b> & more"
 HOSTILE_ID = "<script>window.pwned=3</script>"
 
 # Like the base config, plus a second on-command device, a display name, and a name that is HTML.
-CONFIG = """\
-server:
-  host: 127.0.0.1
-  port: {port}
-  public_url: http://127.0.0.1:{port}
-  store: firmware
-  state: state.sqlite
-  admin: {{username: admin, password: admin-secret}}
-mqtt:
-  url: {mqtt}
-  prefix: {prefix}
-  client_id: tinyota-{prefix}
+CONFIG = BASE_CONFIG.split("homeassistant:")[0] + """\
 homeassistant:
   enabled: false
 images:
