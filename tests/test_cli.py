@@ -134,3 +134,21 @@ def test_the_demo_runs_the_whole_loop(tmp_path: Path) -> None:
     assert "every simulated device confirmed its update" in out.stdout
     for device in ("kitchen-1", "kitchen-2", "sensor-1"):
         assert any(line.split()[:3] == [device, "1.1.0", "succeeded"] for line in out.stdout.splitlines())
+
+
+def test_release_to_a_remote_server_through_the_api(tmp_path: Path, servers: Any) -> None:
+    from tinyota_mqtt.runner import Overrides
+
+    server = servers(write_config(tmp_path / "server"), Overrides(mqtt_url="none"))
+    laptop = write_config(tmp_path / "laptop")  # the admin credentials; its own store stays empty
+    fw = tmp_path / "fw.bin"
+    fw.write_bytes(make_test_image("2.0.0", 70_000))
+    args = ("release", str(fw), "--image", "sensor", "--version", "2.0.0", "--notes", "remote",
+            "--server", server.url, "-c", str(laptop))
+    out = tinyota(*args)
+    assert out.returncode == 0, out.stderr
+    assert f"released sensor 2.0.0 on {server.url}: 70000 bytes" in out.stdout
+    assert server.service.store.get("sensor", "2.0.0").notes == "remote"
+    assert not (tmp_path / "laptop" / "firmware").exists()
+    again = tinyota(*args)
+    assert again.returncode == 2 and "already released" in again.stderr and "--replace" in again.stderr

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
 import ssl
+from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from tinyota_mqtt.config.model import Config
 from tinyota_mqtt.core.httpauth import basic_header
@@ -28,18 +30,35 @@ class AdminClient:
         self._auth = basic_header(username, password)
         self.timeout = timeout
 
-    def request(self, method: str, path: str, body: Any = None) -> Any:
-        conn: http.client.HTTPConnection
+    def _connection(self) -> http.client.HTTPConnection:
         host, port = self.base.hostname or "127.0.0.1", self.base.port
         if self.base.scheme == "https":
-            conn = http.client.HTTPSConnection(host, port, timeout=self.timeout,
+            return http.client.HTTPSConnection(host, port, timeout=self.timeout,
                                                context=ssl.create_default_context())
-        else:
-            conn = http.client.HTTPConnection(host, port, timeout=self.timeout)
+        return http.client.HTTPConnection(host, port, timeout=self.timeout)
+
+    def request(self, method: str, path: str, body: Any = None) -> Any:
         data = None if body is None else json.dumps(body).encode()
-        headers = {"Authorization": self._auth, "Content-Type": "application/json"}
+        return self._send(method, path, data, {"Content-Type": "application/json"})
+
+    def upload(self, path: Path, image: str, version: str, notes: str = "", *, replace: bool = False,
+               force: bool = False) -> Any:
+        """POST /api/releases with the file streamed from disk, its md5 declared for the server to check."""
+        digest = hashlib.md5()
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 16), b""):
+                digest.update(block)
+        query = urlencode({"image": image, "version": version, "notes": notes, "md5": digest.hexdigest(),
+                           **({"replace": "1"} if replace else {}), **({"force": "1"} if force else {})})
+        with open(path, "rb") as fh:
+            headers = {"Content-Type": "application/octet-stream", "Content-Length": str(path.stat().st_size)}
+            return self._send("POST", f"/api/releases?{query}", fh, headers)
+
+    def _send(self, method: str, path: str, body: Any, headers: dict[str, str]) -> Any:
+        conn = self._connection()
+        headers = {"Authorization": self._auth, **headers}
         try:
-            conn.request(method, path, body=data, headers=headers)
+            conn.request(method, path, body=body, headers=headers)
             response = conn.getresponse()
             raw = response.read()
         except OSError as exc:

@@ -75,6 +75,13 @@ def cmd_release(args: argparse.Namespace) -> int:
     from tinyota_mqtt.store import FirmwareStore
 
     config = _config(args)
+    if args.server:
+        # Another machine's server: upload through its admin API (it validates the same way).
+        body = _admin_client(args, config).upload(Path(args.file), args.image, args.version, args.notes or "",
+                                                  replace=args.replace, force=args.force)
+        print(f"released {body['image']} {body['version']} on {args.server}: {body['size']} bytes, "
+              f"md5 {body['md5']}")
+        return 0
     if args.image not in config.images:
         raise TinyOTAError(f"image {args.image!r} is not in {args.config}",
                            "images: " + (", ".join(config.images) or "(none)"))
@@ -276,6 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--notes", help="release notes, shown in Home Assistant and the dashboard")
     p.add_argument("--replace", action="store_true", help="overwrite an existing release")
     p.add_argument("--force", action="store_true", help="skip the ESP image and version checks")
+    p.add_argument("--server", help="upload to the server at this URL (admin API) instead of the local store")
 
     p = add("releases", cmd_releases, "list the releases in the store")
     p.add_argument("--image")
