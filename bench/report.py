@@ -55,7 +55,7 @@ WHY_MISSED: dict[str, str] = {
 FINDINGS = """Changes to the server that this bench led to (A/B: old and new code in the same run, alternating):
 
 - `tinyota_mqtt/registry.py` `Registry.open_attempt`: it scanned every attempt in memory, and it runs
-  for every status a device sends (twice: `Service.on_status`, `Service._publish_state`), so each of N
+  for every status a device sends (twice: `Reports.on_status`, `HassPublisher.publish_state`), so each of N
   devices' reports cost O(N). py-spy: 31% of the server's GIL time during ingestion. Now an index of
   attempt ids per device. Ingestion 1000×20: 4,823–4,897 → 5,934–6,288 msg/s; fan-out to 1000:
   0.56–0.64 → 0.41–0.45 s.

@@ -283,8 +283,8 @@ class EventReader:
 
 def test_event_stream_sends_a_snapshot_then_changes(server: ServerThread) -> None:
     release(server.config, "sensor", "2.0.0", notes="first")
-    listeners = server.service._listeners  # private, but it is exactly what must not leak
-    assert listeners == []
+    listeners = server.service.events  # exactly what must not leak
+    assert len(listeners) == 0
     stream = EventReader(server)
     try:
         assert stream.status == 200 and "content-type: text/event-stream" in stream.headers
@@ -306,7 +306,7 @@ def test_event_stream_sends_a_snapshot_then_changes(server: ServerThread) -> Non
         assert len(fresh["devices"]) == 5  # targets may have moved with the new release
     finally:
         stream.close()
-    wait_until(lambda: listeners == [], 5, "the stream to unsubscribe when the reader leaves")
+    wait_until(lambda: len(listeners) == 0, 5, "the stream to unsubscribe when the reader leaves")
 
 
 def test_event_stream_heartbeat_and_backlog_limit(server: ServerThread, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -323,7 +323,7 @@ def test_event_stream_heartbeat_and_backlog_limit(server: ServerThread, monkeypa
         while True:
             slow.block()
     slow.close()
-    wait_until(lambda: server.service._listeners == [], 5, "no listener left behind")
+    wait_until(lambda: len(server.service.events) == 0, 5, "no listener left behind")
 
 
 def test_event_stream_refuses_other_sites(server: ServerThread) -> None:

@@ -1,55 +1,41 @@
-"""The service: one object that holds the config, the store and the registry, and decides.
+"""The service: the small façade that the HTTP and MQTT layers call.
 
-It is the only place where the flow meets: releases in the store, the policy's targets, the
-announcements sent, what devices report, and the attempts that record how each update ended.
-It knows no sockets: the HTTP layer calls it, the MQTT adapter feeds it messages and hands it a
-``Bus`` to publish on. Everything runs on one event loop thread, so it takes no locks.
+It wires the fleet's parts (``tinyota_mqtt/fleet/``), each with one job: targets, announcing,
+reports, Home Assistant, views, events. It knows no sockets: the HTTP layer calls it, the MQTT
+adapter feeds it messages and hands it a ``Bus`` to publish on. Everything runs on one event loop
+thread, so nothing here takes locks (``authenticate`` excepted, see there).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import logging
-import secrets
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any
 
 from tinyota_mqtt.config.model import Config
 from tinyota_mqtt.core import attempts as att
-from tinyota_mqtt.core import hass, policy, protocol
+from tinyota_mqtt.core import protocol
 from tinyota_mqtt.core.httpauth import parse_basic
 from tinyota_mqtt.core.passwords import Password, Verifier
-from tinyota_mqtt.errors import NotFound, TinyOTAError
-from tinyota_mqtt.registry import DeviceRecord, Registry
+from tinyota_mqtt.fleet.announcer import Announcer
+from tinyota_mqtt.fleet.events import AttemptLog, Events, Listener
+from tinyota_mqtt.fleet.hass import HassPublisher
+from tinyota_mqtt.fleet.publisher import Bus, NullBus, Publisher
+from tinyota_mqtt.fleet.reports import Reports
+from tinyota_mqtt.fleet.targets import Targets
+from tinyota_mqtt.fleet.views import Views
+from tinyota_mqtt.registry import Registry
 from tinyota_mqtt.signing import Signer
 from tinyota_mqtt.store import FirmwareStore, Release
 
-log = logging.getLogger("tinyota.service")
-
-MAX_UNKNOWN_DEVICES = 1000  # devices the config does not name; bounds what a flood can add
-_LOGGED_PROBLEMS_CAP = 10_000
-
-
-class Bus(Protocol):
-    """Where the service publishes. The MQTT adapter is one; tests may record instead."""
-
-    def publish(self, topic: str, payload: bytes, *, retain: bool, qos: int = 1) -> None: ...
-
-
-class NullBus:
-    def publish(self, topic: str, payload: bytes, *, retain: bool, qos: int = 1) -> None:
-        pass
+__all__ = ["Bus", "Listener", "NullBus", "Principal", "Service"]
 
 
 @dataclass(frozen=True)
 class Principal:
     username: str
     admin: bool
-
-
-Listener = Callable[[dict[str, Any]], None]
 
 
 class Service:
@@ -61,18 +47,32 @@ class Service:
         self.registry = registry or Registry(config.server.state)
         self.topics = protocol.Topics(config.mqtt.prefix)
         self.clock = clock
-        self.bus: Bus = NullBus()
         accounts: dict[str, Password] = {d.id: d.password for d in config.devices.values() if d.password}
         accounts[config.server.admin.username] = config.server.admin.password
         self._verifier = Verifier(accounts)
-        self._listeners: list[Listener] = []
-        self._sent: dict[str, bytes] = {}  # last retained payload per topic: publish changes only
-        self._logged: set[tuple[str, str]] = set()
         self._release_stamp: tuple[tuple[str, str], ...] | None = None
         self.mqtt_connected: bool | None = None  # None: running without MQTT
-        self.signer: Signer | None = None
-        if config.server.signing_key is not None:
-            self.signer = Signer.load(config.server.signing_key)
+        self.signer = Signer.load(config.server.signing_key) if config.server.signing_key is not None else None
+
+        self.events = Events()
+        self.publisher = Publisher()
+        attempts = AttemptLog(self.registry, self.events)
+        self.targets = Targets(config, self.store, self.registry)
+        self.hass = HassPublisher(config, self.registry, self.targets, self.publisher)
+        self.views = Views(config, self.registry, self.targets)
+        self.announcer = Announcer(config, self.store, self.registry, self.targets, self.publisher,
+                                   attempts, clock=clock, changed=self._device_changed, signer=self.signer)
+        self.reports = Reports(config, self.registry, attempts, clock=clock, changed=self._device_changed,
+                               version_changed=self.hass.publish_discovery,  # sw_version in the device block
+                               install=lambda device, version: self.announcer.install([device], version))
+
+    @property
+    def bus(self) -> Bus:
+        return self.publisher.bus
+
+    @bus.setter
+    def bus(self, bus: Bus) -> None:
+        self.publisher.bus = bus
 
     # -- who is asking ---------------------------------------------------------------------------
 
@@ -91,125 +91,29 @@ class Service:
         if creds is None or not self._verifier.check(*creds):
             return None
         user = creds[0]
-        admin = user == self.config.server.admin.username
-        return Principal(user, admin)
+        return Principal(user, user == self.config.server.admin.username)
 
-    # -- policy ----------------------------------------------------------------------------------
+    # -- policy and commands ---------------------------------------------------------------------
 
     def target_version(self, device_id: str) -> str | None:
-        image = self.config.image_of(device_id)
-        record = self.registry.device(device_id)
-        if image is None or record.held:
-            return None
-        return policy.target_version(self.config, device_id, self.store.releases(image.name),
-                                     record.commanded)
+        return self.targets.version(device_id)
 
     def target_release(self, device_id: str) -> Release | None:
-        image = self.config.image_of(device_id)
-        version = self.target_version(device_id)
-        if image is None or version is None:
-            return None
-        return self.store.get(image.name, version)
-
-    # -- announcing ------------------------------------------------------------------------------
+        return self.targets.release(device_id)
 
     def reconcile(self) -> list[att.Attempt]:
-        """Announce to every device whose target differs from what was announced to it."""
-        started = []
-        for device_id in self.config.devices:
-            record = self.registry.device(device_id)
-            release = self.target_release(device_id)
-            if release is None or release.version == record.announced:
-                continue
-            if release.version == record.version:
-                continue  # already runs it; nothing to tell
-            started.append(self._announce(device_id, release))
-        return started
+        return self.announcer.reconcile()
 
     def install(self, device_ids: Iterable[str], version: str | None = None) -> list[att.Attempt]:
-        """Announce ``version`` (default: the image's latest) to each device, now."""
-        plan: list[tuple[str, Release, str | None]] = []
-        for device_id in device_ids:
-            device = self.config.devices.get(device_id)
-            if device is None:
-                raise NotFound(f"no device {device_id!r} in {self.config.source or 'the config'}",
-                               "`tinyota status` lists the configured devices")
-            group = self.config.group_of(device_id)
-            if group is None:
-                raise TinyOTAError(f"device {device_id} is in no group, so it has no image to install",
-                                   "give it a group in the config")
-            release = self.store.get(group.image, version) if version else self.store.latest(group.image)
-            if release is None:
-                raise NotFound(f"image {group.image} has no releases yet",
-                               f"tinyota release FILE --image {group.image} --version X.Y.Z")
-            follows_group = version is None and group.auto_update and group.version is None
-            plan.append((device_id, release, None if follows_group else release.version))
-        started = []
-        for device_id, release, commanded in plan:
-            record = self.registry.update_device(device_id, commanded=commanded, held=False)
-            if release.version == record.version:
-                log.info("%s already runs %s; nothing to install", device_id, release.version)
-                continue
-            started.append(self._announce(device_id, release))
-        return started
+        return self.announcer.install(device_ids, version)
 
     def install_group(self, group: str, version: str | None = None) -> list[att.Attempt]:
-        if group not in self.config.groups:
-            raise NotFound(f"no group {group!r}", "groups: " + ", ".join(self.config.groups))
-        return self.install([d.id for d in self.config.members(group)], version)
+        return self.announcer.install_group(group, version)
 
     def cancel(self, device_ids: Iterable[str]) -> list[str]:
-        """Withdraw pending announcements and hold the devices until the next install."""
-        cancelled = []
-        now = self.clock()
-        for device_id in device_ids:
-            if device_id not in self.config.devices:
-                raise NotFound(f"no device {device_id!r}")
-            record = self.registry.device(device_id)
-            attempt = self.registry.open_attempt(device_id)
-            if attempt is not None:
-                self._put_attempt(att.cancel(attempt, now))
-            self.registry.update_device(device_id, announced=None, announce_id=None, held=True,
-                                        commanded=None)
-            self._publish(self.topics.update(device_id), b"", retain=True)  # empty clears it
-            if record.announced or attempt:
-                cancelled.append(device_id)
-            self._device_changed(device_id)
-        return cancelled
+        return self.announcer.cancel(device_ids)
 
-    def _announce(self, device_id: str, release: Release) -> att.Attempt:
-        now = self.clock()
-        previous = self.registry.open_attempt(device_id)
-        if previous is not None:
-            self._put_attempt(att.cancel(previous, now))
-        group = self.config.group_of(device_id)
-        timeout = group.attempt_timeout if group else 600.0
-        record = self.registry.device(device_id)
-        attempt = att.Attempt(id=secrets.token_hex(6), device=device_id, version=release.version,
-                              from_version=record.version, state=att.PENDING, created=now,
-                              deadline=now + timeout, updated=now)
-        self._put_attempt(attempt)
-        self.registry.update_device(device_id, announced=release.version, announce_id=attempt.id,
-                                    last_error=None)
-        self._publish_announcement(device_id, release, attempt.id)
-        log.info("announced %s %s to %s (attempt %s)", release.image, release.version, device_id, attempt.id)
-        self._device_changed(device_id)
-        return attempt
-
-    def _announcement(self, release: Release, attempt_id: str) -> protocol.Announcement:
-        ann = protocol.Announcement(
-            id=attempt_id, version=release.version,
-            url=protocol.firmware_url(self.config.server.public_url, release.image, release.version),
-            size=release.size, md5=release.md5, sha256=release.sha256)
-        if self.signer is not None:
-            ann = dataclasses.replace(ann, sig=self.signer.sign(ann.manifest()))
-        return ann
-
-    def _publish_announcement(self, device_id: str, release: Release, attempt_id: str) -> None:
-        payload = self._announcement(release, attempt_id).payload()
-        self._publish(self.topics.update(device_id), payload, retain=True)
-
-    # -- what devices say ------------------------------------------------------------------------
+    # -- what devices say, and what the HTTP side saw --------------------------------------------
 
     def handle_message(self, topic: str, payload: bytes, retained: bool = False) -> None:
         """Entry point for every MQTT message we subscribed to. Never raises on bad input.
@@ -219,251 +123,66 @@ class Service:
         """
         if topic == self.config.homeassistant.status_topic:
             if payload.strip() == b"online":
-                self.publish_discovery()  # HA restarted and lost non-retained knowledge
+                self.hass.publish_all()  # HA restarted and lost non-retained knowledge
             return
-        parts = self.topics.split(topic)
-        if parts is None:
-            return
-        device_id, kind = parts
-        if device_id not in self.config.devices and not self.registry.knows(device_id) \
-                and len(self.registry) - len(self.config.devices) >= MAX_UNKNOWN_DEVICES:
-            self._log_once(device_id, "too many unknown devices; ignoring this one")
-            return
-        try:
-            if kind == "status":
-                self.on_status(device_id, protocol.parse_status(payload), live=not retained)
-            elif kind == "availability":
-                self.on_availability(device_id, protocol.parse_availability(payload), live=not retained)
-            elif kind == "install" and not retained:  # a stale retained command must not reinstall
-                self.on_install_command(device_id, protocol.parse_install(payload))
-        except protocol.ProtocolError as exc:
-            self._log_once(device_id, f"ignored {kind} message: {exc}")
-        except TinyOTAError as exc:
-            self._log_once(device_id, f"{kind} command refused: {exc.message}")
-
-    def _log_once(self, device_id: str, problem: str) -> None:
-        key = (device_id, problem)
-        if key in self._logged:
-            log.debug("%s: %s", device_id, problem)
-            return
-        if len(self._logged) >= _LOGGED_PROBLEMS_CAP:
-            self._logged.clear()
-        self._logged.add(key)
-        log.warning("%s: %s", device_id, problem)
+        self.reports.handle_device_message(topic, payload, retained)
 
     def on_status(self, device_id: str, status: protocol.Status, *, live: bool = True) -> None:
-        now = self.clock()
-        changes: dict[str, Any] = {"state": status.state}
-        if live:
-            changes.update(last_seen=now, online=True)
-        if status.version is not None:
-            changes["version"] = status.version
-        if status.platform is not None:
-            changes["platform"] = status.platform
-        if status.free_space is not None:
-            changes["free_space"] = status.free_space
-        changes["progress"] = status.progress if status.state in ("downloading", "flashing") else None
-        if status.state == "failed":
-            error = status.error or "device reported failure"
-            # The HTTP side may have failed this attempt already and knows why (e.g. not enough
-            # free space); the device then only says "Forbidden (403)". Keep both.
-            ended = self.registry.attempt(status.id) if status.id else None
-            if ended is not None and ended.state == att.FAILED and ended.error and ended.error != error:
-                error = f"{error}: {ended.error}"
-            changes["last_error"] = error
-        before = self.registry.device(device_id)
-        self.registry.update_device(device_id, **changes)
-        attempt = self.registry.open_attempt(device_id)
-        if attempt is not None:
-            self._put_attempt(att.on_status(attempt, status, now))
-        if before.version != status.version and status.version is not None:
-            self._publish_discovery_for(device_id)  # sw_version in the device block
-        self._device_changed(device_id)
+        self.reports.on_status(device_id, status, live=live)
 
     def on_availability(self, device_id: str, online: bool, *, live: bool = True) -> None:
-        if live:
-            self.registry.update_device(device_id, online=online, last_seen=self.clock())
-        else:
-            self.registry.update_device(device_id, online=online)
-        self._device_changed(device_id)
-
-    def on_install_command(self, device_id: str, version: str | None) -> None:
-        if device_id not in self.config.devices:
-            raise NotFound(f"install command for unknown device {device_id}")
-        self.install([device_id], version)
-
-    # -- what the HTTP side saw ------------------------------------------------------------------
+        self.reports.on_availability(device_id, online, live=live)
 
     def download_refused(self, device_id: str, release: Release, reason: str) -> None:
-        now = self.clock()
-        self.registry.update_device(device_id, last_error=reason, last_seen=now)
-        attempt = self.registry.open_attempt(device_id)
-        if attempt is not None and attempt.version == release.version:
-            self._put_attempt(att.on_refused(attempt, reason, now))
-        self._device_changed(device_id)
+        self.reports.download_refused(device_id, release, reason)
 
     def download_started(self, device_id: str, release: Release) -> None:
-        attempt = self.registry.open_attempt(device_id)
-        if attempt is not None and attempt.version == release.version and attempt.state == att.PENDING:
-            started = protocol.Status("downloading", progress=0, id=attempt.id)
-            self._put_attempt(att.on_status(attempt, started, self.clock()))
-            self._device_changed(device_id)
+        self.reports.download_started(device_id, release)
 
-    # -- time ------------------------------------------------------------------------------------
+    # -- time and the link -----------------------------------------------------------------------
 
     def tick(self) -> None:
-        """Called about once a second: deadlines, new releases in the store, write-behind."""
-        now = self.clock()
-        for attempt in self.registry.open_attempts():
-            after = att.on_clock(attempt, now)
-            if after != attempt:
-                self._put_attempt(after)
-                self._device_changed(attempt.device)
+        """Called every half second by the runner: deadlines, new releases in the store, write-behind."""
+        self.reports.check_deadlines()
         stamp = tuple((r.image, r.sha256 + r.version) for r in self.store.releases())
         if stamp != self._release_stamp:
             first = self._release_stamp is None
             self._release_stamp = stamp
             if not first:
-                self._emit({"type": "releases"})
-            self.reconcile()
+                self.events.emit({"type": "releases"})
+            self.announcer.reconcile()
             for device_id in self.config.devices:
-                self._publish_state(device_id)
+                self.hass.publish_state(device_id)
         self.registry.flush()
 
     def set_mqtt_connected(self, connected: bool) -> None:
         if self.mqtt_connected != connected:
             self.mqtt_connected = connected
-            self._emit({"type": "health", **self.health()})
+            self.events.emit({"type": "health", **self.health()})
 
     def on_connected(self) -> None:
         """The broker (re)connected: make every retained message we own right again."""
         self.set_mqtt_connected(True)
-        self._sent.clear()
-        for device_id in self.config.devices:
-            record = self.registry.device(device_id)
-            attempt = self.registry.open_attempt(device_id)
-            if record.announced and record.announce_id:
-                image = self.config.image_of(device_id)
-                try:
-                    release = self.store.get(image.name, record.announced) if image else None
-                except NotFound:
-                    release = None
-                if release is not None and attempt is not None:
-                    self._publish_announcement(device_id, release, record.announce_id)
-        self.publish_discovery()
-        self.reconcile()
-
-    # -- Home Assistant --------------------------------------------------------------------------
-
-    def publish_discovery(self) -> None:
-        ha = self.config.homeassistant
-        if not ha.enabled:
-            return
-        for device_id in self.config.devices:
-            self._publish_discovery_for(device_id, force=True)
-            self._publish_state(device_id, force=True)
-        for record in self.registry.devices():
-            if record.id not in self.config.devices:
-                # Removed from the config (or never in it): no entity for it in Home Assistant.
-                topic, payload, retain = hass.removal(ha.discovery_prefix, record.id)
-                self._publish(topic, payload, retain=retain)
-
-    def _publish_discovery_for(self, device_id: str, *, force: bool = False) -> None:
-        ha = self.config.homeassistant
-        device = self.config.devices.get(device_id)
-        if not ha.enabled or device is None:
-            return
-        image = self.config.image_of(device_id)
-        record = self.registry.device(device_id)
-        entity = hass.EntityInfo(device_id, device.display_name, image.name if image else None,
-                                 record.platform or (image.platform if image else None), record.version)
-        topic, payload, retain = hass.discovery(ha.discovery_prefix, self.topics, entity)
-        self._publish(topic, payload, retain=retain, force=force)
-
-    def _publish_state(self, device_id: str, *, force: bool = False) -> None:
-        if not self.config.homeassistant.enabled or device_id not in self.config.devices:
-            return
-        record = self.registry.device(device_id)
-        image = self.config.image_of(device_id)
-        release = self.target_release(device_id)
-        attempt = self.registry.open_attempt(device_id)
-        # "In progress" from the first byte downloaded, not from the announcement: a device that
-        # is offline for a week should not show a spinner for a week.
-        busy = attempt is not None and attempt.state in (att.DOWNLOADING, att.FLASHING)
-        topic, payload, retain = hass.state(
-            self.topics, device_id, installed=record.version,
-            latest=release.version if release else None,
-            in_progress=busy, percentage=record.progress,
-            title=f"{image.name} firmware" if image else "firmware",
-            summary=release.notes if release else "",
-            release_url=f"{self.config.server.public_url}/devices/{device_id}",
-        )
-        self._publish(topic, payload, retain=retain, force=force)
+        self.publisher.forget_sent()
+        self.announcer.republish()
+        self.hass.publish_all()
+        self.announcer.reconcile()
 
     # -- views and events ------------------------------------------------------------------------
 
     def device_ids(self) -> list[str]:
-        """Configured devices first (in config order), then unknown ones that reported."""
-        known = list(self.config.devices)
-        return known + [r.id for r in self.registry.devices() if r.id not in self.config.devices]
+        return self.views.device_ids()
 
     def device_view(self, device_id: str) -> dict[str, Any]:
-        device = self.config.devices.get(device_id)
-        record: DeviceRecord = self.registry.device(device_id)
-        image = self.config.image_of(device_id)
-        attempt = self.registry.open_attempt(device_id) or self.registry.last_attempt(device_id)
-        return {
-            "id": device_id,
-            "name": device.display_name if device else device_id,
-            "known": device is not None,
-            "group": device.group if device else None,
-            "image": image.name if image else None,
-            "online": record.online,
-            "state": record.state,
-            "installed": record.version,
-            "target": self.target_version(device_id),
-            "announced": record.announced,
-            "progress": record.progress,
-            "last_seen": record.last_seen,
-            "platform": record.platform or (image.platform if image else None),
-            "free_space": record.free_space,
-            "last_error": record.last_error,
-            "held": record.held,
-            "attempt": asdict(attempt) if attempt else None,
-        }
+        return self.views.device(device_id)
 
     def watch(self, listener: Listener) -> Callable[[], None]:
-        self._listeners.append(listener)
-        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
-
-    def _emit(self, event: dict[str, Any]) -> None:
-        for listener in list(self._listeners):
-            try:
-                listener(event)
-            except Exception:  # a broken watcher must not break ingestion
-                log.exception("event listener failed")
-
-    def _put_attempt(self, attempt: att.Attempt) -> None:
-        before = self.registry.attempt(attempt.id)
-        self.registry.put_attempt(attempt)
-        if before is None or before.state != attempt.state:
-            if attempt.state in att.FINAL:
-                level = logging.INFO if attempt.state == att.SUCCEEDED else logging.WARNING
-                log.log(level, "%s: update to %s %s%s", attempt.device, attempt.version,
-                        attempt.state, f" ({attempt.error})" if attempt.error else "")
-            self._emit({"type": "attempt", "attempt": asdict(attempt)})
+        return self.events.watch(listener)
 
     def _device_changed(self, device_id: str) -> None:
-        self._publish_state(device_id)
-        if self._listeners:
-            self._emit({"type": "device", "device": self.device_view(device_id)})
-
-    def _publish(self, topic: str, payload: bytes, *, retain: bool, force: bool = False) -> None:
-        if retain and not force and self._sent.get(topic) == payload:
-            return
-        if retain:
-            self._sent[topic] = payload
-        self.bus.publish(topic, payload, retain=retain, qos=1)
+        self.hass.publish_state(device_id)
+        if len(self.events):
+            self.events.emit({"type": "device", "device": self.views.device(device_id)})
 
     def health(self) -> dict[str, Any]:
         mqtt = {None: "off", True: "connected", False: "disconnected"}[self.mqtt_connected]

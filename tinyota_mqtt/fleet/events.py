@@ -1,0 +1,52 @@
+"""Who is told when something changes: the dashboard's live stream subscribes here."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import Any
+
+from tinyota_mqtt.core import attempts as att
+from tinyota_mqtt.registry import Registry
+
+log = logging.getLogger("tinyota.service")
+
+Listener = Callable[[dict[str, Any]], None]
+
+
+class Events:
+    def __init__(self) -> None:
+        self._listeners: list[Listener] = []
+
+    def watch(self, listener: Listener) -> Callable[[], None]:
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+    def __len__(self) -> int:
+        return len(self._listeners)
+
+    def emit(self, event: dict[str, Any]) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(event)
+            except Exception:  # a broken watcher must not break ingestion
+                log.exception("event listener failed")
+
+
+class AttemptLog:
+    """Stores attempt transitions, logs each outcome once, and tells the listeners."""
+
+    def __init__(self, registry: Registry, events: Events) -> None:
+        self.registry = registry
+        self.events = events
+
+    def put(self, attempt: att.Attempt) -> None:
+        before = self.registry.attempt(attempt.id)
+        self.registry.put_attempt(attempt)
+        if before is None or before.state != attempt.state:
+            if attempt.state in att.FINAL:
+                level = logging.INFO if attempt.state == att.SUCCEEDED else logging.WARNING
+                log.log(level, "%s: update to %s %s%s", attempt.device, attempt.version,
+                        attempt.state, f" ({attempt.error})" if attempt.error else "")
+            self.events.emit({"type": "attempt", "attempt": asdict(attempt)})
