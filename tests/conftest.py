@@ -231,8 +231,8 @@ images:
   kitchen: {{platform: esp8266}}
   sensor: {{platform: esp32}}
 groups:
-  kitchen-lights: {{image: kitchen, auto_update: true, attempt_timeout: {timeout}}}
-  sensors: {{image: sensor, auto_update: false, attempt_timeout: {timeout}}}
+  kitchen-lights: {{image: kitchen, auto_update: true, attempt_timeout: {timeout}, confirm: {confirm}}}
+  sensors: {{image: sensor, auto_update: false, attempt_timeout: {timeout}, confirm: {confirm}}}
 devices:
   kitchen-1: {{group: kitchen-lights, password: pw-kitchen-1}}
   kitchen-2: {{group: kitchen-lights, password: pw-kitchen-2}}
@@ -242,11 +242,14 @@ devices:
 
 
 def write_config(directory: Path, *, mqtt: str = "mqtt://127.0.0.1:9", prefix: str = "tinyota", port: int | None = None,
-                 timeout: str = "30s", text: str | None = None) -> Path:
+                 timeout: str = "30s", text: str | None = None, confirm: str = "report") -> Path:
+    """The test config. ``confirm`` defaults to "report": most tests play devices by publishing
+    their reports by hand, without downloading; the download+report rule has tests of its own."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "config.yaml"
     body = text if text is not None else BASE_CONFIG
-    path.write_text(body.format(port=port or free_port(), mqtt=mqtt, prefix=prefix, timeout=timeout))
+    path.write_text(body.format(port=port or free_port(), mqtt=mqtt, prefix=prefix, timeout=timeout,
+                                confirm=confirm))
     return path
 
 

@@ -94,7 +94,7 @@ def test_serve_with_mqtt_5(tmp_path: Path, broker: Mosquitto, prefix: str, serve
     text = write_config(tmp_path, mqtt=broker.url, prefix=prefix).read_text()
     (tmp_path / "config.yaml").write_text(text.replace("  prefix:", '  protocol: "5"\n  prefix:'))
     server = servers(tmp_path / "config.yaml")
-    wait_until(lambda: server.service.mqtt_connected, 10, "an MQTT 5 session")
+    wait_until(lambda: server.service.ready, 10, "an MQTT 5 session")
 
 
 def test_simulate_takes_passwords_for_hashed_devices(tmp_path: Path, broker: Mosquitto, prefix: str,

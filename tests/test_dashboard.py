@@ -49,8 +49,8 @@ images:
   kitchen: {{platform: esp8266, description: Kitchen light controller}}
   sensor: {{platform: esp32, description: Battery temperature sensor}}
 groups:
-  kitchen-lights: {{image: kitchen, auto_update: true, attempt_timeout: {timeout}}}
-  sensors: {{image: sensor, auto_update: false, attempt_timeout: {timeout}}}
+  kitchen-lights: {{image: kitchen, auto_update: true, attempt_timeout: {timeout}, confirm: {confirm}}}
+  sensors: {{image: sensor, auto_update: false, attempt_timeout: {timeout}, confirm: {confirm}}}
 devices:
   kitchen-1: {{group: kitchen-lights, password: pw-kitchen-1, name: Kitchen ceiling}}
   kitchen-2: {{group: kitchen-lights, password: pw-kitchen-2, name: '""" + HOSTILE.replace("'", "''") + """'}}
@@ -388,7 +388,7 @@ def live(tmp_path: Path, broker: Mosquitto, prefix: str, servers: Any, probes: A
             if text is not None:
                 self.config_path = write_config(tmp_path / "other", text=text, mqtt=broker.url, prefix=prefix)
             self.server: ServerThread = servers(self.config_path)
-            wait_until(lambda: self.server.service.mqtt_connected, 10, "the server to connect to mosquitto")
+            wait_until(lambda: self.server.service.ready, 10, "the server to connect to mosquitto")
             return self.server
 
         def says(self, device: str, **status: Any) -> None:
@@ -645,7 +645,7 @@ def test_reconnects_after_the_server_restarts(live: Any, pages: Any) -> None:
     again = ServerThread(live.config_path).start()
     try:
         expect(page.locator("#live")).to_have_text("live")
-        wait_until(lambda: again.service.mqtt_connected, 10, "the new server to connect")
+        wait_until(lambda: again.service.ready, 10, "the new server to connect")
         live.says("sensor-2", state="idle", version="7.7.7")
         expect(row(page, "sensor-2").locator('[data-field="installed"]')).to_have_text("7.7.7")
     finally:

@@ -282,7 +282,7 @@ def rig(tmp_path: Path, broker: Mosquitto, prefix: str, servers: Any, fleet: Fle
         caplog: pytest.LogCaptureFixture) -> Rig:
     caplog.set_level(logging.INFO, logger="tinyota.access")
     server: ServerThread = servers(write_config(tmp_path / "server", mqtt=broker.url, prefix=prefix))
-    wait_until(lambda: server.service.mqtt_connected, 10, "the server to connect to mosquitto")
+    wait_until(lambda: server.service.ready, 10, "the server to connect to mosquitto")
     return Rig(server, fleet, caplog)
 
 
@@ -618,7 +618,7 @@ def test_update_through_the_documented_acl(tmp_path: Path, prefix: str, servers:
             f"  client_id: tinyota-{prefix}", f"  client_id: tinyota-{prefix}\n  username: tinyota\n  password: srv-pw")
         (tmp_path / "server" / "config.yaml").write_text(text)
         server: ServerThread = servers(tmp_path / "server" / "config.yaml")
-        wait_until(lambda: server.service.mqtt_connected, 10, "the server to log in")
+        wait_until(lambda: server.service.ready, 10, "the server to log in")
         fleet.broker = mosq.url
         kitchen = fleet.start("kitchen-1", "1.0.0")  # MQTT user = its id, password = its HTTP password
         fleet.wait(lambda: server.view("kitchen-1")["installed"] == "1.0.0", "kitchen-1's status through the ACL")

@@ -40,7 +40,7 @@ def test_reconnects_and_republishes_after_the_broker_restarts(tmp_path: Path, pr
     mosq = Mosquitto(tmp_path / "mosq").start()  # persistence off: a restart forgets every retained message
     try:
         server = servers(write_config(tmp_path, mqtt=mosq.url, prefix=prefix))
-        wait_until(lambda: server.service.mqtt_connected, 10, "connected")
+        wait_until(lambda: server.service.ready, 10, "connected")
         release(server.config, "kitchen", "1.0.0")
         server.call(server.service.tick)
         first = json.loads(probes(mosq.url).subscribe(f"{prefix}/kitchen-1/update")
@@ -50,7 +50,7 @@ def test_reconnects_and_republishes_after_the_broker_restarts(tmp_path: Path, pr
         resp, body = request(server, "GET", "/healthz", user=None)
         assert json.loads(body)["mqtt"] == "disconnected"
         mosq.start()
-        wait_until(lambda: server.service.mqtt_connected, 40, "the server to reconnect")
+        wait_until(lambda: server.service.ready, 40, "the server to reconnect")
         probe = probes(mosq.url).subscribe(f"{prefix}/#").subscribe(f"{prefix}-ha/#")
         again = json.loads(probe.wait_for(f"{prefix}/kitchen-1/update").payload)
         discovery = json.loads(probe.wait_for(f"{prefix}-ha/update/tinyota_kitchen-1/config").payload)
@@ -84,7 +84,7 @@ def test_acl_from_the_docs_keeps_devices_in_their_lane(tmp_path: Path, prefix: s
             f"  client_id: tinyota-{prefix}", f"  client_id: tinyota-{prefix}\n  username: tinyota\n  password: srv-pw")
         (tmp_path / "config.yaml").write_text(text)
         server = servers(tmp_path / "config.yaml")
-        wait_until(lambda: server.service.mqtt_connected, 10, "the server to log in")
+        wait_until(lambda: server.service.ready, 10, "the server to log in")
         release(server.config, "kitchen", "1.0.0")
         server.call(server.service.tick)
         k1 = probes(mosq.url, client_id="kitchen-1", username="kitchen-1", password="pw-kitchen-1")
@@ -189,7 +189,7 @@ def test_mqtt_works_on_descriptors_above_1024(tmp_path: Path, broker: Mosquitto,
     try:
         assert held[-1] >= 1024
         server = servers(write_config(tmp_path, mqtt=broker.url, prefix=prefix))
-        wait_until(lambda: server.service.mqtt_connected, 10, "an MQTT session on a high descriptor")
+        wait_until(lambda: server.service.ready, 10, "an MQTT session on a high descriptor")
         release(server.config, "kitchen", "1.0.0")
         server.call(server.service.tick)
         assert server.view("kitchen-1")["attempt"]["state"] == "pending"

@@ -104,7 +104,7 @@ def test_a_release_replaced_mid_download_delivers_one_consistent_image(tmp_path:
 def test_a_device_flooding_its_status_does_not_starve_others(tmp_path: Path, broker: Mosquitto, prefix: str,
                                                             servers: Any, probes: Any) -> None:
     server = servers(write_config(tmp_path, mqtt=broker.url, prefix=prefix))
-    wait_until(lambda: server.service.mqtt_connected, 10, "connected")
+    wait_until(lambda: server.service.ready, 10, "connected")
     flooder = probes(broker.url)
     topic = f"{prefix}/kitchen-2/status"
     junk = json.dumps({"state": "downloading", "version": "1.0.0", "progress": 1, "error": "x" * 200})

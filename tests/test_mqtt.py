@@ -24,7 +24,7 @@ def setup(tmp_path: Path, broker: Mosquitto, prefix: str, servers: Any, probes: 
 
         def start(self) -> ServerThread:
             self.server: ServerThread = servers(self.config_path)
-            wait_until(lambda: self.server.service.mqtt_connected, 10, "the server to connect to mosquitto")
+            wait_until(lambda: self.server.service.ready, 10, "the server to connect to mosquitto")
             return self.server
 
         def probe(self, **kw: Any) -> Probe:

@@ -71,7 +71,7 @@ def test_mqtts_with_client_certificate_and_a_device_on_https(tmp_path: Path, cer
     try:
         url = f"mqtts://127.0.0.1:{tls_port}"
         server = servers(tls_config(tmp_path, certs, url, prefix))
-        wait_until(lambda: server.service.mqtt_connected, 15, "the server's mqtts session")
+        wait_until(lambda: server.service.ready, 15, "the server's mqtts session")
         release(server.config, "kitchen", "1.0.0")
         server.call(server.service.tick)
         device = SimDevice(SimSettings(device_id="kitchen-1", password="pw-kitchen-1", broker=url, version="0.9.0",

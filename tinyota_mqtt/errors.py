@@ -53,7 +53,7 @@ class NotFound(TinyOTAError):
 class StateError(TinyOTAError):
     """The registry's state file is unusable (corrupt, from a newer version, unwritable)."""
 
-    status = 500
+    status = 503  # the server cannot keep its word right now; nothing was announced
 
 
 class BrokerError(TinyOTAError):

@@ -1,9 +1,11 @@
 """Every device's last known state and its history of update attempts, in one SQLite file.
 
 The registry answers from memory and writes behind: changes mark rows dirty and ``flush()``
-writes them in one transaction. The service flushes a fraction of a second after a change and
-at shutdown, so a burst of progress messages costs one commit, not thousands. WAL mode lets
-``tinyota status`` read the file while the server writes it.
+writes them in one transaction. Progress is flushed by the half-second tick, so a burst of
+progress messages costs one commit, not thousands; anything a retained message will point at
+(a new attempt) or that decides an outcome is flushed before the service acts on it. Commits
+use ``synchronous=FULL``: once ``flush()`` returns, a power cut does not take it back. WAL mode
+lets ``tinyota status`` read the file while the server writes it.
 """
 
 from __future__ import annotations
@@ -18,20 +20,30 @@ from typing import Any
 from tinyota_mqtt.core.attempts import OPEN, Attempt
 from tinyota_mqtt.errors import StateError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS devices (
-    id TEXT PRIMARY KEY, online INTEGER, state TEXT, version TEXT, progress INTEGER,
-    last_seen REAL, platform TEXT, free_space INTEGER, last_error TEXT,
-    commanded TEXT, announced TEXT, announce_id TEXT, held INTEGER NOT NULL DEFAULT 0
+    id TEXT PRIMARY KEY, online INTEGER, state TEXT, version TEXT,
+    last_seen REAL, platform TEXT, free_space INTEGER, last_error TEXT, last_error_at REAL,
+    commanded TEXT, held INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS attempts (
     id TEXT PRIMARY KEY, device TEXT NOT NULL, version TEXT NOT NULL, from_version TEXT,
     state TEXT NOT NULL, created REAL NOT NULL, deadline REAL NOT NULL, updated REAL NOT NULL,
-    error TEXT, progress INTEGER
+    error TEXT, progress INTEGER, sha256 TEXT, download TEXT NOT NULL DEFAULT '',
+    needs_download INTEGER NOT NULL DEFAULT 0, late INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS attempts_by_device ON attempts (device, created);
 """
+# Columns added since schema 1, for files written by an older TinyOTA. (Schema 1's devices.progress,
+# .announced and .announce_id stay in such files, unread: the open attempt holds those facts now.)
+_ADDED = (
+    ("devices", "last_error_at", "REAL"),
+    ("attempts", "sha256", "TEXT"),
+    ("attempts", "download", "TEXT NOT NULL DEFAULT ''"),
+    ("attempts", "needs_download", "INTEGER NOT NULL DEFAULT 0"),
+    ("attempts", "late", "INTEGER NOT NULL DEFAULT 0"),
+)
 
 
 @dataclass(frozen=True)
@@ -40,19 +52,22 @@ class DeviceRecord:
     online: bool | None = None
     state: str | None = None
     version: str | None = None
-    progress: int | None = None
     last_seen: float | None = None
     platform: str | None = None
     free_space: int | None = None
     last_error: str | None = None
+    last_error_at: float | None = None
     commanded: str | None = None  # version set on command; None: the group's policy decides
-    announced: str | None = None  # version of the retained announcement; None: nothing pending
-    announce_id: str | None = None
     held: bool = False  # cancelled on command: the policy announces nothing until the next install
 
 
 _DEVICE_COLUMNS = [f.name for f in fields(DeviceRecord)]
 _ATTEMPT_COLUMNS = [f.name for f in fields(Attempt)]
+
+
+def _attempt(row: tuple[Any, ...]) -> Attempt:
+    attempt = Attempt(*row)
+    return replace(attempt, needs_download=bool(attempt.needs_download), late=bool(attempt.late))
 
 
 class Registry:
@@ -77,6 +92,9 @@ class Registry:
 
     def _open(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists() and self.path.stat().st_size == 0:
+            # SQLite would take it as a new, empty database: every device's history gone unnoticed.
+            raise self._broken("it is empty (0 bytes), so something truncated it")
         try:
             db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             integrity = db.execute("PRAGMA quick_check").fetchone()[0]
@@ -86,8 +104,14 @@ class Registry:
             if version > SCHEMA_VERSION:
                 raise self._broken(f"it was written by a newer TinyOTA (schema {version})")
             db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")  # durable at each checkpoint; WAL keeps it consistent
+            # FULL: each commit is on disk when flush() returns. It costs one fsync per flush, and
+            # flushes come at most every half second, or once per announcement batch.
+            db.execute("PRAGMA synchronous=FULL")
             db.executescript(_SCHEMA)
+            for table, column, decl in _ADDED:
+                have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+                if column not in have:
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except sqlite3.DatabaseError as exc:
             raise self._broken(str(exc)) from None
@@ -104,7 +128,7 @@ class Registry:
             for row in self._db.execute(
                     f"SELECT {', '.join(_ATTEMPT_COLUMNS)} FROM attempts WHERE state IN ({placeholders})",
                     OPEN):
-                self._remember(Attempt(*row))
+                self._remember(_attempt(row))
         except (sqlite3.DatabaseError, TypeError) as exc:
             raise self._broken(str(exc)) from None
 
@@ -172,7 +196,7 @@ class Registry:
             return self._attempts[attempt_id]
         row = self._db.execute(
             f"SELECT {', '.join(_ATTEMPT_COLUMNS)} FROM attempts WHERE id = ?", (attempt_id,)).fetchone()
-        return Attempt(*row) if row else None
+        return _attempt(row) if row else None
 
     def last_attempt(self, device_id: str) -> Attempt | None:
         """The newest attempt for a device, open or not, without forcing a flush."""
@@ -181,7 +205,7 @@ class Registry:
             f"SELECT {', '.join(_ATTEMPT_COLUMNS)} FROM attempts WHERE device = ? "
             "ORDER BY created DESC LIMIT 1", (device_id,)).fetchone()
         if row:
-            candidates.append(Attempt(*row))
+            candidates.append(_attempt(row))
         return max(candidates, key=lambda a: a.created) if candidates else None
 
     def history(self, device_id: str, limit: int = 50) -> list[Attempt]:
@@ -190,7 +214,17 @@ class Registry:
         rows = self._db.execute(
             f"SELECT {', '.join(_ATTEMPT_COLUMNS)} FROM attempts WHERE device = ? "
             "ORDER BY created DESC LIMIT ?", (device_id, limit))
-        return [Attempt(*row) for row in rows]
+        return [_attempt(row) for row in rows]
+
+    def recent_attempts(self, device_id: str, limit: int) -> list[Attempt]:
+        """The device's newest attempts, newest first, without forcing a flush."""
+        by_id = {a.id: a for a in self._in_memory(device_id)}
+        rows = self._db.execute(
+            f"SELECT {', '.join(_ATTEMPT_COLUMNS)} FROM attempts WHERE device = ? "
+            "ORDER BY created DESC LIMIT ?", (device_id, limit))
+        for row in rows:
+            by_id.setdefault(row[0], _attempt(row))
+        return sorted(by_id.values(), key=lambda a: a.created, reverse=True)[:limit]
 
     # -- persistence -----------------------------------------------------------------------------
 

@@ -65,13 +65,14 @@ class Server:
             subs = [(t, 1) for t in topics.subscriptions()]
             if self.config.homeassistant.enabled:
                 subs.append((self.config.homeassistant.status_topic, 1))
-            self.service.mqtt_connected = False
+                # Our discovery configs, to notice (and undo) one written by someone else.
+                subs.append((f"{self.config.homeassistant.discovery_prefix}/update/+/config", 1))
             self.link = MqttLink(settings, subs, on_message=self.service.handle_message,
                                  on_connected=self.service.on_connected,
                                  on_disconnected=self._mqtt_lost, dispatch=loop.call_soon_threadsafe)
-            self.service.bus = self.link
+            self.service.attach(self.link)
             self.link.start()
-        self.service.tick()  # read the store, announce what is due before the first device asks
+        self.service.tick()  # read the store (announcing waits for the broker's retained state)
         tls = self.config.server.tls
         ssl_ctx = None
         if tls is not None and tls.cert is not None:

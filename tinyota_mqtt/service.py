@@ -8,6 +8,8 @@ thread, so nothing here takes locks (``authenticate`` excepted, see there).
 
 from __future__ import annotations
 
+import logging
+import secrets
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -18,8 +20,10 @@ from tinyota_mqtt.core import attempts as att
 from tinyota_mqtt.core import protocol
 from tinyota_mqtt.core.httpauth import parse_basic
 from tinyota_mqtt.core.passwords import Password, Verifier
+from tinyota_mqtt.errors import StateError
 from tinyota_mqtt.fleet.announcer import Announcer
 from tinyota_mqtt.fleet.events import AttemptLog, Events, Listener
+from tinyota_mqtt.fleet.guard import RetainedGuard
 from tinyota_mqtt.fleet.hass import HassPublisher
 from tinyota_mqtt.fleet.publisher import Bus, NullBus, Publisher
 from tinyota_mqtt.fleet.reports import Reports
@@ -31,6 +35,18 @@ from tinyota_mqtt.store import FirmwareStore, Release
 
 __all__ = ["Bus", "Listener", "NullBus", "Principal", "Service"]
 
+log = logging.getLogger("tinyota.service")
+
+SYNC_WAIT_SECONDS = 10.0  # how long to wait for the broker's retained state before judging anyway
+FORGET_UNKNOWN_AFTER = 7 * 24 * 3600.0  # an unknown device silent this long is dropped from the list
+
+
+def steady_clock() -> Callable[[], float]:
+    """Wall-clock time at start, advanced by the monotonic clock: a clock set forward or back
+    while the server runs does not move it. For deadlines; stored times use the wall clock."""
+    wall, mono = time.time(), time.monotonic()
+    return lambda: wall + (time.monotonic() - mono)
+
 
 @dataclass(frozen=True)
 class Principal:
@@ -40,18 +56,29 @@ class Principal:
 
 class Service:
     def __init__(self, config: Config, *, store: FirmwareStore | None = None,
-                 registry: Registry | None = None, clock: Callable[[], float] = time.time) -> None:
+                 registry: Registry | None = None, clock: Callable[[], float] = time.time,
+                 steady: Callable[[], float] | None = None) -> None:
         self.config = config
         self.store = store or FirmwareStore(config.server.store,
                                             max_size=config.server.limits.max_upload_bytes)
         self.registry = registry or Registry(config.server.state)
         self.topics = protocol.Topics(config.mqtt.prefix)
         self.clock = clock
+        # Tests that move ``clock`` by hand move deadlines with it; in production they follow a
+        # clock that does not jump.
+        self.steady = steady or (steady_clock() if clock is time.time else clock)
         accounts: dict[str, Password] = {d.id: d.password for d in config.devices.values() if d.password}
         accounts[config.server.admin.username] = config.server.admin.password
         self._verifier = Verifier(accounts)
         self._release_stamp: tuple[tuple[str, str], ...] | None = None
         self.mqtt_connected: bool | None = None  # None: running without MQTT
+        # Until the broker has delivered its retained state (the devices' last reports), nothing
+        # is judged: no deadline, no announcement that the retained state might make wrong.
+        self._synced = True
+        self._sync_token: str | None = None
+        self._connected_at: float | None = None
+        self._state_problem: str | None = None  # the state file cannot be written: say so once
+        self._next_expiry = 0.0
         self.signer = Signer.load(config.server.signing_key) if config.server.signing_key is not None else None
 
         self.events = Events()
@@ -63,8 +90,9 @@ class Service:
         self.announcer = Announcer(config, self.store, self.registry, self.targets, self.publisher,
                                    attempts, clock=clock, changed=self._device_changed, signer=self.signer)
         self.reports = Reports(config, self.registry, attempts, clock=clock, changed=self._device_changed,
-                               version_changed=self.hass.publish_discovery,  # sw_version in the device block
+                               version_changed=self._version_changed,
                                install=lambda device, version: self.announcer.install([device], version))
+        self.guard = RetainedGuard(self.publisher, clock=clock, expected=self._expected_retained)
 
     @property
     def bus(self) -> Bus:
@@ -73,6 +101,17 @@ class Service:
     @bus.setter
     def bus(self, bus: Bus) -> None:
         self.publisher.bus = bus
+
+    @property
+    def ready(self) -> bool:
+        """Connected, and the broker's retained state (the devices' last reports) is in."""
+        return bool(self.mqtt_connected) and self._synced and self._sync_token is None
+
+    def attach(self, bus: Bus) -> None:
+        """Publish through ``bus`` (the MQTT link), and wait for its retained state before judging."""
+        self.publisher.bus = bus
+        self.mqtt_connected = False
+        self._synced = False
 
     # -- who is asking ---------------------------------------------------------------------------
 
@@ -125,7 +164,37 @@ class Service:
             if payload.strip() == b"online":
                 self.hass.publish_all()  # HA restarted and lost non-retained knowledge
             return
+        if topic == self.topics.server_sync:
+            if self._sync_token is not None and payload == self._sync_token.encode():
+                self._on_synced()
+            return
+        parts = self.topics.split(topic)
+        if topic == self.topics.server_availability or (parts and parts[1] in ("update", "state")) \
+                or topic.startswith(self.config.homeassistant.discovery_prefix + "/"):
+            self.guard.saw(topic, payload)
+            return
         self.reports.handle_device_message(topic, payload, retained)
+
+    def _expected_retained(self, topic: str) -> bytes | None:
+        """What a retained topic the server owns should hold; None for topics it does not own."""
+        if topic == self.topics.server_availability:
+            return b"online" if self.mqtt_connected else None
+        parts = self.topics.split(topic)
+        if parts is not None:
+            device_id, kind = parts
+            if device_id not in self.config.devices:
+                return None
+            if kind == "update":
+                return self.publisher.sent(topic) or b""
+            if kind == "state" and self.hass.enabled:
+                return self.publisher.sent(topic)
+            return None
+        return self.publisher.sent(topic) if self.hass.enabled else None  # discovery we sent
+
+    def _version_changed(self, device_id: str) -> None:
+        self.hass.publish_discovery(device_id)  # sw_version in the device block
+        if self._synced:
+            self.announcer.reconcile([device_id])  # e.g. back on the old version: tell it again
 
     def on_status(self, device_id: str, status: protocol.Status, *, live: bool = True) -> None:
         self.reports.on_status(device_id, status, live=live)
@@ -139,21 +208,58 @@ class Service:
     def download_started(self, device_id: str, release: Release) -> None:
         self.reports.download_started(device_id, release)
 
+    def download_finished(self, device_id: str, release: Release) -> None:
+        self.reports.download_finished(device_id, release)
+
     # -- time and the link -----------------------------------------------------------------------
 
     def tick(self) -> None:
-        """Called every half second by the runner: deadlines, new releases in the store, write-behind."""
-        self.reports.check_deadlines()
+        """Called every half second by the runner: deadlines, retries, new releases, write-behind."""
+        if self._sync_token is not None and self._connected_at is not None \
+                and self.steady() - self._connected_at >= SYNC_WAIT_SECONDS:
+            log.warning("the broker did not echo our sync marker within %d s (may the server read "
+                        "%s?); judging without it", SYNC_WAIT_SECONDS, self.topics.server_sync)
+            self._on_synced()
+        try:
+            self._tick()
+        except StateError as exc:
+            if self._state_problem != exc.message:
+                self._state_problem = exc.message
+                log.error("%s", exc)
+                self.events.emit({"type": "health", **self.health()})
+            return
+        if self._state_problem is not None:
+            log.info("the state file is writable again")
+            self._state_problem = None
+            self.events.emit({"type": "health", **self.health()})
+
+    def _tick(self) -> None:
+        if self._synced:
+            self.reports.check_deadlines(self.steady())
+            self.announcer.retry_due()
+        self.guard.restore()
         stamp = tuple((r.image, r.sha256 + r.version) for r in self.store.releases())
         if stamp != self._release_stamp:
             first = self._release_stamp is None
             self._release_stamp = stamp
             if not first:
                 self.events.emit({"type": "releases"})
-            self.announcer.reconcile()
+            if self._synced:
+                self.announcer.reconcile()  # announces new releases, re-announces replaced ones
             for device_id in self.config.devices:
                 self.hass.publish_state(device_id)
+        if self.clock() >= self._next_expiry:
+            self._next_expiry = self.clock() + 60
+            self._forget_silent_unknowns()
         self.registry.flush()
+        self.publisher.release()  # announcements that waited for a commit that had failed
+
+    def _forget_silent_unknowns(self) -> None:
+        cutoff = self.clock() - FORGET_UNKNOWN_AFTER
+        for record in self.registry.devices():
+            if record.id not in self.config.devices and record.last_seen is not None \
+                    and record.last_seen < cutoff:
+                self.registry.forget_device(record.id)
 
     def set_mqtt_connected(self, connected: bool) -> None:
         if self.mqtt_connected != connected:
@@ -161,11 +267,27 @@ class Service:
             self.events.emit({"type": "health", **self.health()})
 
     def on_connected(self) -> None:
-        """The broker (re)connected: make every retained message we own right again."""
+        """The broker (re)connected: make every retained message we own right again.
+
+        The subscriptions went out just before; the broker delivers their retained messages
+        ahead of anything published after them, so when our sync marker comes back, the
+        devices' last reports are in (see ``_on_synced``).
+        """
         self.set_mqtt_connected(True)
         self.publisher.forget_sent()
         self.announcer.republish()
         self.hass.publish_all()
+        self._connected_at = self.steady()
+        self._sync_token = secrets.token_hex(8)
+        self.publisher.publish(self.topics.server_sync, self._sync_token.encode(), retain=False)
+
+    def _on_synced(self) -> None:
+        first = not self._synced
+        self._synced = True
+        self._sync_token = None
+        self._connected_at = None
+        if first:
+            log.debug("retained state received; judging deadlines and targets")
         self.announcer.reconcile()
 
     # -- views and events ------------------------------------------------------------------------
@@ -186,7 +308,9 @@ class Service:
 
     def health(self) -> dict[str, Any]:
         mqtt = {None: "off", True: "connected", False: "disconnected"}[self.mqtt_connected]
-        return {"status": "ok", "mqtt": mqtt, "devices": len(self.config.devices),
+        problem = {"problem": self._state_problem} if self._state_problem else {}
+        return {"status": "degraded" if self._state_problem else "ok", **problem,
+                "mqtt": mqtt, "devices": len(self.config.devices),
                 "releases": len(self.store.releases()),
                 # Public by nature: devices need it to check announcements.
                 "signing_public_key": self.signer.public_key if self.signer else None}

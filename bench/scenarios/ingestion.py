@@ -98,7 +98,7 @@ def registry_complete(tiny: Tinyota, ids: list[str]) -> int:
     """Devices whose final progress (100) is in the SQLite file: read-only, WAL lets us."""
     db = sqlite3.connect(f"file:{tiny.dir / 'state.sqlite'}?mode=ro", uri=True)
     try:
-        rows = db.execute("SELECT id FROM devices WHERE progress = 100").fetchall()
+        rows = db.execute("SELECT device FROM attempts WHERE progress = 100").fetchall()
     finally:
         db.close()
     return len({r[0] for r in rows} & set(ids))

@@ -28,6 +28,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from yaml.resolver import Resolver
 
 from tinyota_mqtt.config.model import (
+    CONFIRM_MODES,
     ID_PATTERN,
     PLATFORMS,
     Account,
@@ -640,6 +641,7 @@ _MQTT = _Section(
         "tls": _Opt(_Section(TLSFiles, {"ca": _Opt(_path), "cert": _Opt(_path), "key": _Opt(_path)}), nullable=True),
         "embedded_host": _Opt(_host),
         "embedded_port": _Opt(_PORT),
+        "version_commands": _Opt(_boolean),
     },
 )
 _HOMEASSISTANT = _Section(
@@ -660,6 +662,9 @@ _GROUP = _Section(
         "auto_update": _Opt(_boolean),
         "version": _Opt(_semver, nullable=True),
         "attempt_timeout": _Opt(_duration),
+        "confirm": _Opt(_choice(CONFIRM_MODES, "confirm mode")),
+        "retries": _Opt(_integer(0, 100)),
+        "retry_backoff": _Opt(_duration),
     },
 )
 _DEVICE = _Section(

@@ -14,6 +14,9 @@ from types import MappingProxyType
 from tinyota_mqtt.core.passwords import Password, Secret
 
 PLATFORMS = ("esp8266", "esp32")
+# How an attempt is confirmed: by the device's report of the target version alone, or only when
+# this server also served that device the whole image (a report alone can be forged or mistaken).
+CONFIRM_MODES = ("download+report", "report")
 ID_PATTERN = r"[A-Za-z0-9_-]+"  # one MQTT topic level and a Home Assistant object id
 
 
@@ -73,6 +76,9 @@ class MqttConfig:
     tls: TLSFiles | None = None
     embedded_host: str = "127.0.0.1"
     embedded_port: int = 1883
+    # Install commands on <prefix>/<device>/install may name a version (a rollback). Off: anyone who
+    # can publish there could order a downgrade; the CLI, API and dashboard authenticate instead.
+    version_commands: bool = False
 
     @property
     def embedded(self) -> bool:
@@ -100,6 +106,9 @@ class Group:
     auto_update: bool = False  # announce every new release of the image to the group at once
     version: str | None = None  # pin: devices of the group should run exactly this release
     attempt_timeout: float = 600.0  # seconds from announcement to a confirmed outcome
+    confirm: str = "download+report"  # one of CONFIRM_MODES
+    retries: int = 3  # new announcements after a try that failed for a reason not the image's
+    retry_backoff: float = 60.0  # seconds before the first retry; doubles each time
 
 
 @dataclass(frozen=True)

@@ -45,8 +45,17 @@ class Topics:
     def server_availability(self) -> str:
         return f"{self.prefix}/server/availability"
 
+    @property
+    def server_sync(self) -> str:
+        """Where the server sends itself a marker after subscribing: when it comes back, every
+        retained message the broker held for those subscriptions has been delivered before it."""
+        return f"{self.prefix}/server/sync"
+
     def subscriptions(self) -> list[str]:
-        return [f"{self.prefix}/+/status", f"{self.prefix}/+/availability", f"{self.prefix}/+/install"]
+        """What devices say, and the retained topics the server owns (to notice forgeries)."""
+        return [f"{self.prefix}/+/status", f"{self.prefix}/+/availability", f"{self.prefix}/+/install",
+                f"{self.prefix}/+/update", f"{self.prefix}/+/state", self.server_availability,
+                self.server_sync]
 
     def split(self, topic: str) -> tuple[str, str] | None:
         """(device, kind) for a topic under the prefix, e.g. ('kitchen-1', 'status')."""

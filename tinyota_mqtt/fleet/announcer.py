@@ -1,7 +1,10 @@
 """Targets → retained announcements: what each device is told to run, and what is withdrawn.
 
 A device learns of an update only from its retained ``<prefix>/<device>/update`` message. Each
-announcement opens an attempt with a fresh id; the device never retries an id it failed on.
+announcement opens an attempt with a fresh id; the device never retries an id it failed on, so
+the server decides every further try (``core/retry.py``). The attempt is committed before its
+announcement is published (the publisher's outbox): a crash never leaves an announcement on the
+broker whose attempt the server does not know.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from collections.abc import Callable, Iterable
 
 from tinyota_mqtt.config.model import Config
 from tinyota_mqtt.core import attempts as att
-from tinyota_mqtt.core import protocol
+from tinyota_mqtt.core import protocol, retry
 from tinyota_mqtt.errors import NotFound, TinyOTAError
 from tinyota_mqtt.fleet.events import AttemptLog
 from tinyota_mqtt.fleet.publisher import Publisher
@@ -41,19 +44,60 @@ class Announcer:
         self.clock = clock
         self.changed = changed
         self.signer = signer
+        self._due: dict[str, float] = {}  # retries waiting for their back-off, by device
 
-    def reconcile(self) -> list[att.Attempt]:
-        """Announce to every device whose target differs from what was announced to it."""
+    # -- deciding --------------------------------------------------------------------------------
+
+    def reconcile(self, device_ids: Iterable[str] | None = None) -> list[att.Attempt]:
+        """Bring each device's announcement in line with its target: announce, retry or withdraw.
+
+        Runs when the store changes, at (re)connect, when a device reports another version, and
+        when a retry's back-off ends.
+        """
+        now = self.clock()
         started = []
-        for device_id in self.config.devices:
-            record = self.registry.device(device_id)
-            release = self.targets.release(device_id)
-            if release is None or release.version == record.announced:
-                continue
-            if release.version == record.version:
-                continue  # already runs it; nothing to tell
-            started.append(self._announce(device_id, release))
+        for device_id in self.config.devices if device_ids is None else device_ids:
+            if device_id in self.config.devices:
+                attempt = self._reconcile_one(device_id, now)
+                if attempt is not None:
+                    started.append(attempt)
+        self._commit()
         return started
+
+    def retry_due(self) -> None:
+        """Called by the tick: reconcile the devices whose back-off has ended."""
+        now = self.clock()
+        due = [d for d, at in self._due.items() if at <= now]
+        if due:
+            self.reconcile(due)
+
+    def _reconcile_one(self, device_id: str, now: float) -> att.Attempt | None:
+        self._due.pop(device_id, None)
+        release = self.targets.release(device_id)
+        current = self.registry.open_attempt(device_id)
+        if release is None:
+            if current is not None:
+                self._withdraw(device_id, current, now, f"withdrawn: {current.version} is no longer its target")
+            return None
+        if current is not None and current.version == release.version and current.sha256 == release.sha256:
+            return None  # under way
+        group = self.config.group_of(device_id)
+        policy = retry.RetryPolicy(group.retries, group.retry_backoff) if group else retry.RetryPolicy()
+        recent = [current] if current else self.registry.recent_attempts(device_id, policy.retries + 1)
+        decision = retry.decide((release.version, release.sha256), self.registry.device(device_id).version,
+                                recent, policy, now)
+        if decision.at is None:
+            if current is not None:  # its target moved to what the device already runs
+                self._withdraw(device_id, current, now, f"withdrawn: the device runs {release.version}")
+            elif decision.reason.startswith("gave up"):
+                log.warning("%s: not announcing %s again: %s", device_id, release.version, decision.reason)
+            return None
+        if decision.at > now:
+            self._due[device_id] = decision.at
+            return None
+        return self._announce(device_id, release, now)
+
+    # -- commands --------------------------------------------------------------------------------
 
     def install(self, device_ids: Iterable[str], version: str | None = None) -> list[att.Attempt]:
         """Announce ``version`` (default: the image's latest) to each device, now."""
@@ -73,13 +117,18 @@ class Announcer:
                                f"tinyota release FILE --image {group.image} --version X.Y.Z")
             follows_group = version is None and group.auto_update and group.version is None
             plan.append((device_id, release, None if follows_group else release.version))
+        now = self.clock()
         started = []
         for device_id, release, commanded in plan:
             record = self.registry.update_device(device_id, commanded=commanded, held=False)
             if release.version == record.version:
                 log.info("%s already runs %s; nothing to install", device_id, release.version)
+                current = self.registry.open_attempt(device_id)
+                if current is not None:
+                    self._withdraw(device_id, current, now, f"withdrawn: the device runs {release.version}")
                 continue
-            started.append(self._announce(device_id, release))
+            started.append(self._announce(device_id, release, now))
+        self._commit()
         return started
 
     def install_group(self, group: str, version: str | None = None) -> list[att.Attempt]:
@@ -89,55 +138,70 @@ class Announcer:
 
     def cancel(self, device_ids: Iterable[str]) -> list[str]:
         """Withdraw pending announcements and hold the devices until the next install."""
-        cancelled = []
-        now = self.clock()
-        for device_id in device_ids:
+        ids = list(device_ids)
+        for device_id in ids:
             if device_id not in self.config.devices:
                 raise NotFound(f"no device {device_id!r}")
-            record = self.registry.device(device_id)
-            attempt = self.registry.open_attempt(device_id)
-            if attempt is not None:
-                self.attempts.put(att.cancel(attempt, now))
-            self.registry.update_device(device_id, announced=None, announce_id=None, held=True,
-                                        commanded=None)
-            self.publisher.publish(self.topics.update(device_id), b"", retain=True)  # empty clears it
-            if record.announced or attempt:
+        cancelled = []
+        now = self.clock()
+        for device_id in ids:
+            self.registry.update_device(device_id, held=True, commanded=None)
+            self._due.pop(device_id, None)
+            current = self.registry.open_attempt(device_id)
+            if current is not None:
                 cancelled.append(device_id)
-            self.changed(device_id)
+            self._withdraw(device_id, current, now, "cancelled")
+        self._commit()
         return cancelled
+
+    # -- publishing ------------------------------------------------------------------------------
 
     def republish(self) -> None:
         """After a (re)connect: every open attempt's announcement again, with its own id."""
-        for device_id in self.config.devices:
-            record = self.registry.device(device_id)
-            attempt = self.registry.open_attempt(device_id)
-            if record.announced and record.announce_id:
-                image = self.config.image_of(device_id)
-                try:
-                    release = self.store.get(image.name, record.announced) if image else None
-                except NotFound:
-                    release = None
-                if release is not None and attempt is not None:
-                    self._publish_announcement(device_id, release, record.announce_id)
+        for attempt in self.registry.open_attempts():
+            image = self.config.image_of(attempt.device)
+            try:
+                release = self.store.get(image.name, attempt.version) if image else None
+            except NotFound:
+                continue  # reconcile() withdraws it
+            if release is not None and release.sha256 == attempt.sha256:
+                self.publisher.publish(self.topics.update(attempt.device),
+                                       self._announcement(release, attempt.id).payload(), retain=True)
 
-    def _announce(self, device_id: str, release: Release) -> att.Attempt:
-        now = self.clock()
+    def expected_announcement(self, device_id: str) -> bytes:
+        """What the retained update topic of ``device_id`` should hold (b"" for nothing)."""
+        return self.publisher.sent(self.topics.update(device_id)) or b""
+
+    def _announce(self, device_id: str, release: Release, now: float) -> att.Attempt:
         previous = self.registry.open_attempt(device_id)
         if previous is not None:
-            self.attempts.put(att.cancel(previous, now))
+            why = "superseded: its release was replaced" if previous.version == release.version \
+                else f"superseded by {release.version}"
+            self.attempts.put(att.cancel(previous, now, why))
         group = self.config.group_of(device_id)
         timeout = group.attempt_timeout if group else DEFAULT_ATTEMPT_TIMEOUT
-        record = self.registry.device(device_id)
-        attempt = att.Attempt(id=secrets.token_hex(6), device=device_id, version=release.version,
-                              from_version=record.version, state=att.PENDING, created=now,
-                              deadline=now + timeout, updated=now)
+        attempt = att.Attempt(
+            id=secrets.token_hex(6), device=device_id, version=release.version,
+            from_version=self.registry.device(device_id).version, state=att.PENDING, created=now,
+            deadline=now + timeout, updated=now, sha256=release.sha256,
+            needs_download=group is not None and group.confirm == "download+report")
         self.attempts.put(attempt)
-        self.registry.update_device(device_id, announced=release.version, announce_id=attempt.id,
-                                    last_error=None)
-        self._publish_announcement(device_id, release, attempt.id)
+        self.registry.update_device(device_id, last_error=None, last_error_at=None)
+        self.publisher.after_commit(self.topics.update(device_id), self._announcement(release, attempt.id).payload())
         log.info("announced %s %s to %s (attempt %s)", release.image, release.version, device_id, attempt.id)
         self.changed(device_id)
         return attempt
+
+    def _withdraw(self, device_id: str, attempt: att.Attempt | None, now: float, why: str) -> None:
+        if attempt is not None:
+            self.attempts.put(att.cancel(attempt, now, why))
+        self.publisher.after_commit(self.topics.update(device_id), b"")  # an empty retained payload clears it
+        self.changed(device_id)
+
+    def _commit(self) -> None:
+        """Attempts to disk first, then their announcements (see fleet/publisher.py)."""
+        self.registry.flush()
+        self.publisher.release()
 
     def _announcement(self, release: Release, attempt_id: str) -> protocol.Announcement:
         ann = protocol.Announcement(
@@ -147,7 +211,3 @@ class Announcer:
         if self.signer is not None:
             ann = dataclasses.replace(ann, sig=self.signer.sign(ann.manifest()))
         return ann
-
-    def _publish_announcement(self, device_id: str, release: Release, attempt_id: str) -> None:
-        payload = self._announcement(release, attempt_id).payload()
-        self.publisher.publish(self.topics.update(device_id), payload, retain=True)

@@ -45,8 +45,11 @@ class AttemptLog:
         before = self.registry.attempt(attempt.id)
         self.registry.put_attempt(attempt)
         if before is None or before.state != attempt.state:
+            if attempt.state == att.SUCCEEDED:  # a fixed problem is not shown as current
+                self.registry.update_device(attempt.device, last_error=None, last_error_at=None)
             if attempt.state in att.FINAL:
                 level = logging.INFO if attempt.state == att.SUCCEEDED else logging.WARNING
-                log.log(level, "%s: update to %s %s%s", attempt.device, attempt.version,
-                        attempt.state, f" ({attempt.error})" if attempt.error else "")
+                log.log(level, "%s: update to %s %s%s%s", attempt.device, attempt.version,
+                        attempt.state, " (confirmed late)" if attempt.late else "",
+                        f" ({attempt.error})" if attempt.error else "")
             self.events.emit({"type": "attempt", "attempt": asdict(attempt)})

@@ -20,6 +20,7 @@ class HassPublisher:
         self.targets = targets
         self.publisher = publisher
         self.topics = protocol.Topics(config.mqtt.prefix)
+        self._removed: set[str] = set()  # removals are retained: once per device and process is enough
 
     @property
     def enabled(self) -> bool:
@@ -34,8 +35,11 @@ class HassPublisher:
             self.publish_discovery(device_id, force=True)
             self.publish_state(device_id, force=True)
         for record in self.registry.devices():
-            if record.id not in self.config.devices:
+            if record.id not in self.config.devices and record.id not in self._removed:
                 # Removed from the config (or never in it): no entity for it in Home Assistant.
+                # Not again on Home Assistant's every restart: an empty retained config is gone
+                # from the broker, there is nothing left to remove.
+                self._removed.add(record.id)
                 topic, payload, retain = hass.removal(prefix, record.id)
                 self.publisher.publish(topic, payload, retain=retain)
 
@@ -63,7 +67,7 @@ class HassPublisher:
         topic, payload, retain = hass.state(
             self.topics, device_id, installed=record.version,
             latest=release.version if release else None,
-            in_progress=busy, percentage=record.progress,
+            in_progress=busy, percentage=attempt.progress if attempt is not None else None,
             title=f"{image.name} firmware" if image else "firmware",
             summary=release.notes if release else "",
             release_url=f"{self.config.server.public_url}/devices/{device_id}",

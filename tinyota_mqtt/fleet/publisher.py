@@ -1,4 +1,12 @@
-"""The one place the fleet publishes from, so a retained message goes out only when it changed."""
+"""The one place the fleet publishes from.
+
+Two promises live here. A retained message goes out only when it changed (progress reports
+re-derive the same entity state many times over, and the broker keeps the last one anyway).
+And an announcement goes out only after the attempt it names is committed: the announcer puts
+it in the outbox, and ``release()`` sends the outbox after a successful ``Registry.flush()``. A
+crash in between loses nothing: the attempt is on disk, and every open attempt's announcement
+is published again when the server connects (``Announcer.republish``).
+"""
 
 from __future__ import annotations
 
@@ -19,17 +27,30 @@ class NullBus:
 class Publisher:
     def __init__(self) -> None:
         self.bus: Bus = NullBus()
-        # The last retained payload per topic. Progress reports re-derive the same entity state
-        # many times over; without this each would be a publish, and the broker keeps the last
-        # one anyway.
-        self._sent: dict[str, bytes] = {}
+        self._sent: dict[str, bytes] = {}  # the last retained payload per topic
+        self._outbox: dict[str, bytes] = {}  # retained, waiting for the next commit; newest wins
 
     def publish(self, topic: str, payload: bytes, *, retain: bool, force: bool = False) -> None:
+        self._outbox.pop(topic, None)  # this supersedes whatever waited for that topic
         if retain and not force and self._sent.get(topic) == payload:
             return
         if retain:
             self._sent[topic] = payload
         self.bus.publish(topic, payload, retain=retain, qos=1)
+
+    def after_commit(self, topic: str, payload: bytes) -> None:
+        """Publish ``payload`` retained on ``topic`` once the registry has committed."""
+        self._outbox[topic] = payload
+
+    def release(self) -> None:
+        """Call after a successful flush: send what waited for it."""
+        waiting, self._outbox = self._outbox, {}
+        for topic, payload in waiting.items():
+            self.publish(topic, payload, retain=True)
+
+    def sent(self, topic: str) -> bytes | None:
+        """What we last published there (retained), or None if nothing."""
+        return self._sent.get(topic)
 
     def forget_sent(self) -> None:
         """After a reconnect the broker may have lost what we sent: send everything again."""

@@ -22,6 +22,9 @@ log = logging.getLogger("tinyota.service")
 
 MAX_UNKNOWN_DEVICES = 1000  # devices the config does not name; bounds what a flood can add
 _LOGGED_PROBLEMS_CAP = 10_000
+# Warnings about bad messages, across all devices: a flood of distinct ids or problems must not
+# become a flood of log lines. Past the budget they go to DEBUG and are counted.
+_WARNINGS_PER_MINUTE = 20
 
 
 class Reports:
@@ -38,6 +41,7 @@ class Reports:
         self.version_changed = version_changed
         self.install = install
         self._logged: set[tuple[str, str]] = set()
+        self._window = (0.0, 0, 0)  # (start, warnings logged, warnings suppressed) this minute
 
     def handle_device_message(self, topic: str, payload: bytes, retained: bool) -> None:
         parts = self.topics.split(topic)
@@ -68,7 +72,19 @@ class Reports:
         if len(self._logged) >= _LOGGED_PROBLEMS_CAP:
             self._logged.clear()
         self._logged.add(key)
-        log.warning("%s: %s", device_id, problem)
+        now = self.clock()
+        start, logged, suppressed = self._window
+        if now - start >= 60:
+            if suppressed:
+                log.warning("%d more problem(s) with device messages in the last minute, not shown "
+                            "(DEBUG logging shows them)", suppressed)
+            start, logged, suppressed = now, 0, 0
+        if logged < _WARNINGS_PER_MINUTE:
+            log.warning("%s: %s", device_id, problem)
+            self._window = (start, logged + 1, suppressed)
+        else:
+            log.debug("%s: %s", device_id, problem)
+            self._window = (start, logged, suppressed + 1)
 
     def on_status(self, device_id: str, status: protocol.Status, *, live: bool = True) -> None:
         now = self.clock()
@@ -81,7 +97,6 @@ class Reports:
             changes["platform"] = status.platform
         if status.free_space is not None:
             changes["free_space"] = status.free_space
-        changes["progress"] = status.progress if status.state in ("downloading", "flashing") else None
         if status.state == "failed":
             error = status.error or "device reported failure"
             # The HTTP side may have failed this attempt already and knows why (e.g. not enough
@@ -89,13 +104,17 @@ class Reports:
             ended = self.registry.attempt(status.id) if status.id else None
             if ended is not None and ended.state == att.FAILED and ended.error and ended.error != error:
                 error = f"{error}: {ended.error}"
-            changes["last_error"] = error
+            changes.update(last_error=error, last_error_at=now)
         before = self.registry.device(device_id)
         self.registry.update_device(device_id, **changes)
+        moved = status.version is not None and before.version != status.version
         attempt = self.registry.open_attempt(device_id)
+        if attempt is None and moved:
+            # Perhaps the confirmation of an attempt that timed out while the device was away.
+            attempt = self.registry.last_attempt(device_id)
         if attempt is not None:
             self.attempts.put(att.on_status(attempt, status, now))
-        if before.version != status.version and status.version is not None:
+        if moved:
             self.version_changed(device_id)
         self.changed(device_id)
 
@@ -109,25 +128,44 @@ class Reports:
     def on_install_command(self, device_id: str, version: str | None) -> None:
         if device_id not in self.config.devices:
             raise NotFound(f"install command for unknown device {device_id}")
+        if version is not None and not self.config.mqtt.version_commands:
+            raise TinyOTAError(f"it names version {version}, and mqtt.version_commands is off",
+                               "roll back with `tinyota install DEVICE --version V`, or set it in the config")
         self.install(device_id, version)
 
     def download_refused(self, device_id: str, release: Release, reason: str) -> None:
         now = self.clock()
-        self.registry.update_device(device_id, last_error=reason, last_seen=now)
+        self.registry.update_device(device_id, last_error=reason, last_error_at=now, last_seen=now)
         attempt = self.registry.open_attempt(device_id)
         if attempt is not None and attempt.version == release.version:
             self.attempts.put(att.on_refused(attempt, reason, now))
         self.changed(device_id)
 
-    def download_started(self, device_id: str, release: Release) -> None:
+    def _attempt_for(self, device_id: str, release: Release) -> att.Attempt | None:
         attempt = self.registry.open_attempt(device_id)
-        if attempt is not None and attempt.version == release.version and attempt.state == att.PENDING:
-            started = protocol.Status("downloading", progress=0, id=attempt.id)
-            self.attempts.put(att.on_status(attempt, started, self.clock()))
+        if attempt is None or attempt.version != release.version or attempt.sha256 not in (None, release.sha256):
+            return None
+        return attempt
+
+    def download_started(self, device_id: str, release: Release) -> None:
+        attempt = self._attempt_for(device_id, release)
+        if attempt is not None:
+            after = att.on_download_started(attempt, self.clock())
+            if after != attempt:
+                self.attempts.put(after)
+                self.changed(device_id)
+
+    def download_finished(self, device_id: str, release: Release) -> None:
+        """The server sent this device the whole image (a 200 with every byte of it)."""
+        attempt = self._attempt_for(device_id, release)
+        if attempt is not None:
+            self.attempts.put(att.on_served(attempt, self.clock(), self.registry.device(device_id).version))
+            self.registry.flush()  # a confirmation may hang on it: do not lose it to a crash
             self.changed(device_id)
 
-    def check_deadlines(self) -> None:
-        now = self.clock()
+    def check_deadlines(self, now: float) -> None:
+        """``now`` comes from a clock that does not jump (see Service): a wall clock set forward
+        by hours must not time out every attempt under way."""
         for attempt in self.registry.open_attempts():
             after = att.on_clock(attempt, now)
             if after != attempt:

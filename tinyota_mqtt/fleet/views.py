@@ -25,7 +25,8 @@ class Views:
         device = self.config.devices.get(device_id)
         record: DeviceRecord = self.registry.device(device_id)
         image = self.config.image_of(device_id)
-        attempt = self.registry.open_attempt(device_id) or self.registry.last_attempt(device_id)
+        current = self.registry.open_attempt(device_id)
+        attempt = current or self.registry.last_attempt(device_id)
         return {
             "id": device_id,
             "name": device.display_name if device else device_id,
@@ -36,12 +37,19 @@ class Views:
             "state": record.state,
             "installed": record.version,
             "target": self.targets.version(device_id),
-            "announced": record.announced,
-            "progress": record.progress,
+            "announced": current.version if current else None,
+            "progress": current.progress if current else None,
             "last_seen": record.last_seen,
             "platform": record.platform or (image.platform if image else None),
             "free_space": record.free_space,
             "last_error": record.last_error,
+            "last_error_at": record.last_error_at,
+            "pinned": self._pin(device_id),
             "held": record.held,
             "attempt": asdict(attempt) if attempt else None,
         }
+
+    def _pin(self, device_id: str) -> str | None:
+        """The version the device is held at, by command or by its group's pin, if any."""
+        group = self.config.group_of(device_id)
+        return self.registry.device(device_id).commanded or (group.version if group else None)

@@ -84,6 +84,8 @@ class FirmwareHandler(BaseHandler, web.StaticFileHandler):
         if include_body and self.get_status() in (200, 206):
             # StaticFileHandler stops quietly when the client goes away; notice it for the log.
             self.client_gone = self.sent < int(self._headers.get("Content-Length", 0))
+            if device is not None and self.get_status() == 200 and not self.client_gone:
+                self.service.download_finished(device, release)  # "download+report" confirms on it
 
     # -- StaticFileHandler hooks -----------------------------------------------------------------
 

@@ -35,6 +35,14 @@ log = logging.getLogger("tinyota.mqtt")
 
 Dispatch = Callable[..., Any]
 
+FIRST_RETRY = 1.0  # seconds before reconnecting; doubles while the broker stays away or refuses us
+MAX_RETRY = 30.0
+
+
+def next_delay(delay: float, *, accepted: bool) -> float:
+    """The pause before the next reconnect after one that waited ``delay``."""
+    return FIRST_RETRY if accepted else min(delay * 2, MAX_RETRY)
+
 
 def _direct(fn: Callable[..., Any], *args: Any) -> None:
     fn(*args)
@@ -92,6 +100,7 @@ class MqttLink:
         self._dispatch = dispatch
         self.connected = threading.Event()
         self._stopping = False
+        self._accepted = False  # the broker accepted the current connection (CONNACK success)
         self._last_problem: str | None = None
         version = paho.MQTTv5 if settings.protocol == "5" else paho.MQTTv311
         client = paho.Client(CallbackAPIVersion.VERSION2, client_id=settings.client_id,
@@ -144,20 +153,24 @@ class MqttLink:
     def _run(self) -> None:
         selector = selectors.DefaultSelector()
         selector.register(self._wake_r, selectors.EVENT_READ)
-        delay = 1.0
+        delay = FIRST_RETRY
         try:
             while not self._stopping:
                 sock = self._client.socket()
                 if sock is None:
                     if not self._connect():
                         self._sleep(delay)
-                        delay = min(delay * 2, 30.0)  # back off while the broker is away
-                        continue
-                    delay = 1.0
+                        delay = next_delay(delay, accepted=False)
                     continue
+                self._accepted = False
                 self._serve(selector, sock)
                 if self._client.socket() is None and not self._stopping:
-                    self._sleep(1.0)  # lost it: a short pause before the first reconnect
+                    # A session the broker accepted was lost: try again soon. One it refused
+                    # (a wrong password) backs off like an unreachable broker: the TCP connect
+                    # succeeding says nothing about the next login.
+                    pause = FIRST_RETRY if self._accepted else delay
+                    delay = next_delay(delay, accepted=self._accepted)
+                    self._sleep(pause)
         finally:
             selector.close()
 
@@ -226,6 +239,7 @@ class MqttLink:
             client.subscribe(self._subs)
         if self.settings.will is not None and self.settings.online is not None:
             client.publish(self.settings.will[0], self.settings.online, qos=1, retain=True)
+        self._accepted = True
         self.connected.set()
         if self._last_problem is not None:
             log.info("connected to broker %s again", self.address)
