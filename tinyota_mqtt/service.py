@@ -43,7 +43,8 @@ FORGET_UNKNOWN_AFTER = 7 * 24 * 3600.0  # an unknown device silent this long is 
 
 def steady_clock() -> Callable[[], float]:
     """Wall-clock time at start, advanced by the monotonic clock: a clock set forward or back
-    while the server runs does not move it. For deadlines; stored times use the wall clock."""
+    while the server runs does not move it, so it cannot time out every attempt at once. Times
+    it records stay comparable across restarts, which re-read the wall clock."""
     wall, mono = time.time(), time.monotonic()
     return lambda: wall + (time.monotonic() - mono)
 
@@ -56,21 +57,19 @@ class Principal:
 
 class Service:
     def __init__(self, config: Config, *, store: FirmwareStore | None = None,
-                 registry: Registry | None = None, clock: Callable[[], float] = time.time,
-                 steady: Callable[[], float] | None = None) -> None:
+                 registry: Registry | None = None, clock: Callable[[], float] | None = None) -> None:
         self.config = config
         self.store = store or FirmwareStore(config.server.store,
                                             max_size=config.server.limits.max_upload_bytes)
         self.registry = registry or Registry(config.server.state)
         self.topics = protocol.Topics(config.mqtt.prefix)
-        self.clock = clock
-        # Tests that move ``clock`` by hand move deadlines with it; in production they follow a
-        # clock that does not jump.
-        self.steady = steady or (steady_clock() if clock is time.time else clock)
+        # Times recorded and deadlines judged on a clock that does not jump (see steady_clock).
+        self.clock = clock or steady_clock()
+        clock = self.clock
         accounts: dict[str, Password] = {d.id: d.password for d in config.devices.values() if d.password}
         accounts[config.server.admin.username] = config.server.admin.password
         self._verifier = Verifier(accounts)
-        self._release_stamp: tuple[tuple[str, str], ...] | None = None
+        self._store_seen: tuple[tuple[str, int], ...] | None = None
         self.mqtt_connected: bool | None = None  # None: running without MQTT
         # Until the broker has delivered its retained state (the devices' last reports), nothing
         # is judged: no deadline, no announcement that the retained state might make wrong.
@@ -92,6 +91,7 @@ class Service:
         self.reports = Reports(config, self.registry, attempts, clock=clock, changed=self._device_changed,
                                version_changed=self._version_changed,
                                install=lambda device, version: self.announcer.install([device], version))
+        attempts.on_end = self._attempt_ended
         self.guard = RetainedGuard(self.publisher, clock=clock, expected=self._expected_retained)
 
     @property
@@ -191,6 +191,10 @@ class Service:
             return None
         return self.publisher.sent(topic) if self.hass.enabled else None  # discovery we sent
 
+    def _attempt_ended(self, attempt: att.Attempt) -> None:
+        if self._synced:
+            self.announcer.reconcile([attempt.device])  # schedules a retry where one is due
+
     def _version_changed(self, device_id: str) -> None:
         self.hass.publish_discovery(device_id)  # sw_version in the device block
         if self._synced:
@@ -216,7 +220,7 @@ class Service:
     def tick(self) -> None:
         """Called every half second by the runner: deadlines, retries, new releases, write-behind."""
         if self._sync_token is not None and self._connected_at is not None \
-                and self.steady() - self._connected_at >= SYNC_WAIT_SECONDS:
+                and self.clock() - self._connected_at >= SYNC_WAIT_SECONDS:
             log.warning("the broker did not echo our sync marker within %d s (may the server read "
                         "%s?); judging without it", SYNC_WAIT_SECONDS, self.topics.server_sync)
             self._on_synced()
@@ -235,13 +239,13 @@ class Service:
 
     def _tick(self) -> None:
         if self._synced:
-            self.reports.check_deadlines(self.steady())
+            self.reports.check_deadlines(self.clock())
             self.announcer.retry_due()
         self.guard.restore()
-        stamp = tuple((r.image, r.sha256 + r.version) for r in self.store.releases())
-        if stamp != self._release_stamp:
-            first = self._release_stamp is None
-            self._release_stamp = stamp
+        seen = self.store.fingerprint()
+        if seen != self._store_seen:
+            first = self._store_seen is None
+            self._store_seen = seen
             if not first:
                 self.events.emit({"type": "releases"})
             if self._synced:
@@ -277,7 +281,7 @@ class Service:
         self.publisher.forget_sent()
         self.announcer.republish()
         self.hass.publish_all()
-        self._connected_at = self.steady()
+        self._connected_at = self.clock()
         self._sync_token = secrets.token_hex(8)
         self.publisher.publish(self.topics.server_sync, self._sync_token.encode(), retain=False)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import hashlib
 import json
 import os
@@ -35,7 +36,7 @@ from tinyota_mqtt.errors import NotFound, ReleaseExists, StorageFull, StoreError
 
 IMAGE_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 INCOMING = ".incoming"
-STALE_UPLOAD_SECONDS = 3600.0  # a .part file this old belongs to no live upload
+STALE_UPLOAD_SECONDS = 3600.0  # an image file no release names, this old, belongs to no commit under way
 _MARKER_TAIL = len(esp_image.VERSION_MARKER) + semver.MAX_LENGTH + 1
 
 
@@ -81,6 +82,10 @@ class Upload:
         incoming.mkdir(parents=True, exist_ok=True)
         self._part = incoming / f"{secrets.token_hex(8)}.part"
         self._fh: BinaryIO | None = open(self._part, "xb")  # noqa: SIM115 - closed in commit/abort
+        # Held while we write: sweep() removes only the .part files nobody holds, so a release
+        # running in another process (`tinyota release` beside the server) is left alone, and
+        # one whose process was killed is gone at the next start, whatever its age.
+        fcntl.flock(self._fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         self._md5, self._sha256 = hashlib.md5(), hashlib.sha256()
         self.size = 0
         self._head = b""
@@ -192,6 +197,21 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _abandoned(part: Path) -> bool:
+    """True when no upload holds ``part`` (its writer finished badly or was killed)."""
+    try:
+        fd = os.open(part, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)  # closing drops the lock we may have taken
+    return True
+
+
 class FirmwareStore:
     def __init__(self, root: Path, *, max_size: int | None = None) -> None:
         self.root = Path(root)
@@ -204,6 +224,15 @@ class FirmwareStore:
         if not self.root.is_dir():
             return []
         return sorted(p.name for p in self.root.iterdir() if p.is_dir() and IMAGE_NAME.fullmatch(p.name))
+
+    def fingerprint(self) -> tuple[tuple[str, int], ...]:
+        """Changes whenever a release is added, replaced or deleted: the same mtimes the cache
+        below is keyed on, so whoever watches the store and the cache never disagree."""
+        found = []
+        for image in self.images():
+            with contextlib.suppress(FileNotFoundError):
+                found.append((image, (self.root / image).stat().st_mtime_ns))
+        return tuple(found)
 
     def releases(self, image: str | None = None) -> list[Release]:
         """Releases sorted by semantic version, lowest first. Cached per folder mtime."""
@@ -335,8 +364,8 @@ class FirmwareStore:
         incoming = self.root / INCOMING
         candidates: Iterable[Path] = incoming.glob("*.part") if incoming.is_dir() else ()
         for part in candidates:
-            with contextlib.suppress(FileNotFoundError):
-                if now - part.stat().st_mtime > STALE_UPLOAD_SECONDS:
+            if _abandoned(part):
+                with contextlib.suppress(FileNotFoundError):
                     part.unlink()
                     removed.append(part)
         for image in self.images():

@@ -40,6 +40,8 @@ class AttemptLog:
     def __init__(self, registry: Registry, events: Events) -> None:
         self.registry = registry
         self.events = events
+        # Told when an attempt ends other than by cancelling: the announcer decides a retry.
+        self.on_end: Callable[[att.Attempt], None] | None = None
 
     def put(self, attempt: att.Attempt) -> None:
         before = self.registry.attempt(attempt.id)
@@ -53,3 +55,5 @@ class AttemptLog:
                         attempt.state, " (confirmed late)" if attempt.late else "",
                         f" ({attempt.error})" if attempt.error else "")
             self.events.emit({"type": "attempt", "attempt": asdict(attempt)})
+            if attempt.state in att.FINAL and attempt.state != att.CANCELLED and self.on_end is not None:
+                self.on_end(attempt)

@@ -49,7 +49,7 @@ class Reports:
             return
         device_id, kind = parts
         if device_id not in self.config.devices and not self.registry.knows(device_id) \
-                and len(self.registry) - len(self.config.devices) >= MAX_UNKNOWN_DEVICES:
+                and self._unknown_count() >= MAX_UNKNOWN_DEVICES:
             self.log_once(device_id, "too many unknown devices; ignoring this one")
             return
         try:
@@ -63,6 +63,10 @@ class Reports:
             self.log_once(device_id, f"ignored {kind} message: {exc}")
         except TinyOTAError as exc:
             self.log_once(device_id, f"{kind} command refused: {exc.message}")
+
+    def _unknown_count(self) -> int:
+        known = sum(1 for device_id in self.config.devices if self.registry.knows(device_id))
+        return len(self.registry) - known
 
     def log_once(self, device_id: str, problem: str) -> None:
         key = (device_id, problem)
