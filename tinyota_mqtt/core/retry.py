@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from tinyota_mqtt.core.attempts import CANCELLED, FAILED, SUCCEEDED, TIMED_OUT, Attempt
 
 # Lower-case fragments of errors that say "not now" rather than "not this image". The ESP cores
-# report a 429 or 503 as "Wrong HTTP Code"; connection trouble as "connection …" or "… Timeout".
-_TRANSIENT = ("wrong http code", " 429", " 503", "connection", "timeout", "timed out",
+# report a 429 or 503 as "Wrong HTTP Code"; connection trouble as "connection …" or "… Timeout";
+# a 404 as "File Not Found (404)" (a release replaced between announcement and download).
+_TRANSIENT = ("wrong http code", " 429", " 503", "(404)", "connection", "timeout", "timed out",
               "unavailable", "not yet available", "too many")
 
 
