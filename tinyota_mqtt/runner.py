@@ -8,14 +8,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import ssl
 from dataclasses import dataclass
 from typing import Any
 
 from tinyota_mqtt.config.model import Config
+from tinyota_mqtt.core.passwords import Secret
 from tinyota_mqtt.http.app import make_app, start_http
+from tinyota_mqtt.mqtt.access import SERVER_USER
 from tinyota_mqtt.mqtt.broker import EmbeddedBroker
-from tinyota_mqtt.mqtt.client import LinkSettings, MqttLink
+from tinyota_mqtt.mqtt.client import LinkSettings, MqttLink, warn_if_anonymous
 from tinyota_mqtt.service import Service
 
 log = logging.getLogger("tinyota")
@@ -40,6 +43,7 @@ class Server:
         self.mqtt_url: str | None = None
         self._http: Any = None
         self._ticker: asyncio.Task[None] | None = None
+        self._probe: asyncio.Future[bool | None] | None = None
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -48,15 +52,18 @@ class Server:
         mqtt = self.config.mqtt
         url = self.overrides.mqtt_url or mqtt.url
         if url != "none":
+            username, password = mqtt.username, mqtt.password.reveal() if mqtt.password else None
             if url == "embedded":
-                self.broker = EmbeddedBroker(mqtt.embedded_host, mqtt.embedded_port)
+                # The server's login lives in this process only: never in a file, a log or argv.
+                password = secrets.token_urlsafe(32)
+                username = SERVER_USER
+                self.broker = EmbeddedBroker.for_config(self.config, Secret(password))
                 await self.broker.start()
                 url = self.broker.url
             self.mqtt_url = url
             topics = self.service.topics
             settings = LinkSettings(
-                url=url, client_id=mqtt.client_id, username=mqtt.username,
-                password=mqtt.password.reveal() if mqtt.password else None, keepalive=mqtt.keepalive,
+                url=url, client_id=mqtt.client_id, username=username, password=password, keepalive=mqtt.keepalive,
                 protocol=mqtt.protocol,
                 ca=str(mqtt.tls.ca) if mqtt.tls and mqtt.tls.ca else None,
                 cert=str(mqtt.tls.cert) if mqtt.tls and mqtt.tls.cert else None,
@@ -72,6 +79,8 @@ class Server:
                                  on_disconnected=self._mqtt_lost, dispatch=loop.call_soon_threadsafe)
             self.service.attach(self.link)
             self.link.start()
+            # One connection without credentials, off the loop: warns if the broker let it in.
+            self._probe = loop.run_in_executor(None, warn_if_anonymous, settings)
         self.service.tick()  # read the store (announcing waits for the broker's retained state)
         tls = self.config.server.tls
         ssl_ctx = None
@@ -104,6 +113,9 @@ class Server:
             self._http.stop()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._http.close_all_connections(), 2)
+        if self._probe is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._probe, 10)  # bounded by its own 5 s time-out
         if self.link is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.link.stop)
         if self.broker is not None:

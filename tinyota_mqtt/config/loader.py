@@ -642,6 +642,7 @@ _MQTT = _Section(
         "embedded_host": _Opt(_host),
         "embedded_port": _Opt(_PORT),
         "version_commands": _Opt(_boolean),
+        "embedded_homeassistant_password": _Opt(_password, nullable=True),
     },
 )
 _HOMEASSISTANT = _Section(
@@ -771,6 +772,11 @@ def _cross_check(r: _Reader, values: Mapping[str, Any]) -> None:
         r.add(r.lines["mqtt.tls"], "mqtt.tls", "TLS files are given but mqtt.url is not mqtts://host[:port]")
     if mqtt.tls is not None and (mqtt.tls.cert is None) != (mqtt.tls.key is None):
         r.add(r.lines["mqtt.tls"], "mqtt.tls", "a client certificate needs both cert and key")
+    if mqtt.embedded_homeassistant_password is not None and "homeassistant" in devices:
+        # On the embedded broker, "homeassistant" is Home Assistant's login, not a device's.
+        r.add(r.lines["devices.homeassistant"], "devices.homeassistant",
+              "'homeassistant' is the embedded broker's Home Assistant login "
+              "(mqtt.embedded_homeassistant_password); rename the device")
 
 
 def _yaml_problem(r: _Reader, text: str, error: yaml.YAMLError) -> None:

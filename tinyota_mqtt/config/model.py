@@ -79,6 +79,9 @@ class MqttConfig:
     # Install commands on <prefix>/<device>/install may name a version (a rollback). Off: anyone who
     # can publish there could order a downgrade; the CLI, API and dashboard authenticate instead.
     version_commands: bool = False
+    # Lets Home Assistant log in to the embedded broker as "homeassistant" (docs/mosquitto.md's
+    # rights for it); None: no such login.
+    embedded_homeassistant_password: Password | None = None
 
     @property
     def embedded(self) -> bool:

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import secrets
 import selectors
 import socket
 import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -74,7 +75,7 @@ class LinkSettings:
     url: str
     client_id: str
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)
     keepalive: int = 60
     protocol: str = "3.1.1"
     ca: str | None = None
@@ -265,3 +266,55 @@ class MqttLink:
         if text != self._last_problem:
             log.warning("%s", text)
             self._last_problem = text
+
+
+# -- is the broker open to anyone? -----------------------------------------------------------------
+
+def anonymous_login_accepted(settings: LinkSettings, timeout: float = 5.0) -> bool | None:
+    """Connect once as a stranger would: no user name, no password, no client certificate.
+
+    True if the broker lets that in, False if it refuses, None if it cannot be told (unreachable,
+    TLS refused, no answer in time). Driven like ``MqttLink``: a selector, never paho's select().
+    """
+    address = broker_address(settings.url)
+    version = paho.MQTTv5 if settings.protocol == "5" else paho.MQTTv311
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"tinyota-probe-{secrets.token_hex(4)}",
+                         protocol=version)
+    if address.tls:
+        client.tls_set(ca_certs=settings.ca, cert_reqs=ssl.CERT_REQUIRED, tls_version=ssl.PROTOCOL_TLS_CLIENT)
+    answers: list[bool] = []
+    client.on_connect = lambda _c, _u, _f, reason, _p: answers.append(not reason.is_failure)
+    try:
+        client.connect(address.host, address.port, keepalive=max(10, int(timeout) * 2))
+    except (OSError, ssl.SSLError, ValueError):
+        return None
+    sock = client.socket()
+    if sock is None:
+        return None
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as selector:
+        selector.register(sock, selectors.EVENT_READ)
+        try:
+            while not answers and client.socket() is sock and time.monotonic() < deadline:
+                if client.want_write():
+                    client.loop_write()
+                if selector.select(timeout=0.2) or getattr(sock, "pending", lambda: 0)() > 0:
+                    client.loop_read()
+        except (OSError, ssl.SSLError):
+            return None
+        finally:
+            if client.socket() is sock:
+                client.disconnect()
+                with contextlib.suppress(OSError, ssl.SSLError):
+                    client.loop_write()  # sends DISCONNECT, then paho closes the socket
+    return answers[0] if answers else None
+
+
+def warn_if_anonymous(settings: LinkSettings) -> bool | None:
+    """Log one WARNING when the broker accepts a client without credentials (see above)."""
+    accepted = anonymous_login_accepted(settings)
+    if accepted:
+        log.warning("broker %s lets in clients without a user name and password: anyone who can reach it "
+                    "can publish forged firmware announcements and device reports; give every client its "
+                    "own login and the ACL of docs/mosquitto.md", broker_address(settings.url))
+    return accepted
