@@ -310,13 +310,12 @@ def test_no_warning_when_mosquitto_refuses_anonymous_clients(
         assert anonymous_login_accepted(settings) is False
         caplog.set_level(logging.INFO)
         path = write_config(tmp_path, mqtt=mosq.url, prefix=prefix)
-        path.write_text(path.read_text().replace(
-            f"  client_id: tinyota-{prefix}", f"  client_id: tinyota-{prefix}\n  username: tinyota\n  password: srv-pw"))
+        login = f"  client_id: tinyota-{prefix}\n  username: tinyota\n  password: srv-pw"
+        path.write_text(path.read_text().replace(f"  client_id: tinyota-{prefix}", login))
         server = servers(path)
         wait_until(lambda: server.service.mqtt_connected, 10, "the server to log in")
         server.stop()  # waits for the probe to finish, so its verdict is in the log by now
         assert warnings_in(caplog) == []
-        assert "refused" not in caplog.text or "Not authorized" not in caplog.text
     finally:
         mosq.stop()
 
