@@ -336,3 +336,18 @@ def test_probe_cannot_tell_when_nothing_listens() -> None:
 
 def test_probe_is_let_in_by_anonymous_mosquitto(broker: Mosquitto) -> None:
     assert anonymous_login_accepted(LinkSettings(url=broker.url, client_id="x")) is True
+
+
+# -- config ----------------------------------------------------------------------------------------
+
+def test_home_assistant_login_is_configured_and_never_printed() -> None:
+    from tinyota_mqtt.config import parse_config, redact
+    from tinyota_mqtt.errors import ConfigError
+
+    config = parse_config(f"mqtt:\n  embedded_homeassistant_password: '{SENSOR_HASH}'\n", "config.yaml")
+    assert config.mqtt.embedded_homeassistant_password is not None
+    assert config.mqtt.embedded_homeassistant_password.matches("pw-sensor-1")
+    assert redact(config)["mqtt"]["embedded_homeassistant_password"] == "***"
+    with pytest.raises(ConfigError) as err:
+        parse_config("mqtt:\n  embedded_homeassistant_password: x\ndevices:\n  homeassistant: {}\n", "config.yaml")
+    assert "[config.yaml:4] devices.homeassistant: 'homeassistant' is the embedded broker's" in str(err.value)

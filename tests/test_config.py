@@ -401,7 +401,8 @@ def test_unknown_keys_with_suggestions(tmp_path: Path) -> None:
         "[config.yaml:7] devices.kitchen-1: 'grup' is not a valid option. Did you mean 'group'?",
         "[config.yaml:8] 'sever' is not a valid option. Did you mean 'server'?",
         "[config.yaml:9] mqtt: 'colour' is not a valid option. Valid options: url, username, password, "
-        "client_id, keepalive, protocol, prefix, tls, embedded_host, embedded_port, version_commands.",
+        "client_id, keepalive, protocol, prefix, tls, embedded_host, embedded_port, version_commands, "
+        "embedded_homeassistant_password.",
     ]
 
 

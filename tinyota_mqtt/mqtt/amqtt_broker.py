@@ -3,12 +3,17 @@
 Imported only when the embedded broker starts: amqtt is an optional dependency. Everything here
 is written against amqtt 0.12.1's ``Broker``; the overridden methods are private ones, so
 ``test_broker.py`` checks each behaviour against the running broker, not against this code.
+
+The checks are overrides of ``_authenticate`` and ``_topic_filtering`` rather than amqtt plugins:
+amqtt runs plugin hooks as tasks and gathers them, which yields to the loop in the middle of its
+broadcast loop over the subscriptions dict; a client subscribing at that moment then made the
+broadcast fail with "dictionary changed size during iteration" and the message was lost. Our
+answer is synchronous, so the loop never yields there.
 """
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from amqtt.broker import Broker
@@ -16,7 +21,6 @@ from amqtt.contexts import Action
 from amqtt.errors import AMQTTError, MQTTError, NoDataError
 from amqtt.mqtt.connack import NOT_AUTHORIZED, ConnackPacket
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
-from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 
 from tinyota_mqtt.mqtt.access import topic_matches
 
@@ -24,37 +28,25 @@ if TYPE_CHECKING:
     from tinyota_mqtt.mqtt.broker import Gate
 
 
-class GatePlugin(BaseAuthPlugin, BaseTopicPlugin):  # type: ignore[misc]
-    """amqtt's authentication and topic hooks, both answered by our ``Gate``.
-
-    amqtt asks ``topic_filtering`` on SUBSCRIBE (the filter), on PUBLISH (before it forwards or
-    retains a message) and on RECEIVE (before it delivers a message to a subscriber).
-    """
-
-    @dataclass
-    class Config:
-        gate: Any = None
-
-    async def authenticate(self, *, session: Any) -> bool:
-        gate: Gate = self.config.gate
-        return await gate.admit(session)
-
-    async def topic_filtering(self, *, session: Any = None, topic: str | None = None,
-                              action: Any = None) -> bool:
-        gate: Gate = self.config.gate
-        if session is None or topic is None:
-            return False
-        if action == Action.PUBLISH:
-            return gate.access.may_publish(session.username, topic)
-        if action == Action.SUBSCRIBE:
-            return gate.access.may_subscribe(session.username, topic)
-        return gate.access.may_receive(session.username, topic)
-
-
 class GatedBroker(Broker):  # type: ignore[misc]
     def __init__(self, config: dict[str, Any], gate: Gate) -> None:
         super().__init__(config)
         self._gate = gate
+        self._sends: set[asyncio.Future[Any]] = set()  # retained deliveries in flight
+
+    async def _authenticate(self, session: Any, _listener: Any) -> bool:
+        # Already asked in _initialize_client_session; asked again (an HMAC, cached) in case
+        # amqtt grows another path to a connected session.
+        return await self._gate.admit(session)
+
+    async def _topic_filtering(self, session: Any, topic: str, action: Any) -> bool:
+        access = self._gate.access
+        username = session.username if session is not None else None
+        if action == Action.PUBLISH:
+            return access.may_publish(username, topic)
+        if action == Action.SUBSCRIBE:
+            return access.may_subscribe(username, topic)
+        return access.may_receive(username, topic)  # Action.RECEIVE: before each delivery
 
     def _matches(self, topic: str, a_filter: str) -> bool:
         # One wildcard rule for live delivery, retained delivery and the ACL (access.py).
@@ -116,13 +108,18 @@ class GatedBroker(Broker):  # type: ignore[misc]
         handler = self._get_handler(session)
         if handler is None:
             return
-        sends = []
         for topic, retained in list(self._retained_messages.items()):
-            if not topic_matches(topic_filter, topic):
-                continue
-            if not await self._topic_filtering(session, topic, Action.RECEIVE):
+            if not topic_matches(topic_filter, topic) or not self._gate.access.may_receive(session.username, topic):
                 continue
             sent_qos = qos if retained.qos is None else min(qos, retained.qos)
-            sends.append(asyncio.ensure_future(handler.mqtt_publish(topic, retained.data, sent_qos, retain=True)))
-        if sends:
-            await asyncio.wait(sends)
+            # Started, not awaited: amqtt calls this from inside a loop over its subscriptions
+            # dict, which must not yield (see above). Tasks start in order, so these still go
+            # out before any later live message.
+            send = asyncio.ensure_future(handler.mqtt_publish(topic, retained.data, sent_qos, retain=True))
+            self._sends.add(send)
+            send.add_done_callback(self._sent)
+
+    def _sent(self, send: asyncio.Future[Any]) -> None:
+        self._sends.discard(send)
+        if not send.cancelled():
+            send.exception()  # a client gone mid-send: nothing to do, but retrieve it

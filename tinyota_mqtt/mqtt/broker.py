@@ -58,7 +58,7 @@ class Refusals:
 
 @dataclass
 class Gate:
-    """What our amqtt plugins share; handed to them through amqtt's plugin config."""
+    """Who gets in: the broker's accounts and ACL, the KDF bound, and the refusal log."""
 
     access: Access
     refusals: Refusals
@@ -103,7 +103,7 @@ class EmbeddedBroker:
 
     async def start(self) -> None:
         try:
-            from tinyota_mqtt.mqtt.amqtt_broker import GatedBroker, GatePlugin
+            from tinyota_mqtt.mqtt.amqtt_broker import GatedBroker
         except ImportError:
             raise BrokerError(
                 "mqtt.url is 'embedded' but the embedded broker is not installed",
@@ -115,8 +115,9 @@ class EmbeddedBroker:
         gate = Gate(self.access, self.refusals, asyncio.Semaphore(KDF_IN_FLIGHT))
         config = {
             "listeners": {"default": {"type": "tcp", "bind": f"{self.host}:{self.port}"}},
-            # amqtt loads plugins by dotted name and hands each its section as ``config``.
-            "plugins": {f"{GatePlugin.__module__}.{GatePlugin.__qualname__}": {"gate": gate}},
+            # No plugins: none of amqtt's defaults (anonymous login, $SYS, packet logging); the
+            # gate answers its authentication and topic checks (amqtt_broker.py).
+            "plugins": {},
         }
         self._broker = GatedBroker(config, gate)
         try:
