@@ -351,3 +351,28 @@ def test_home_assistant_login_is_configured_and_never_printed() -> None:
     with pytest.raises(ConfigError) as err:
         parse_config("mqtt:\n  embedded_homeassistant_password: x\ndevices:\n  homeassistant: {}\n", "config.yaml")
     assert "[config.yaml:4] devices.homeassistant: 'homeassistant' is the embedded broker's" in str(err.value)
+
+
+def test_a_connect_storm_sends_each_device_its_own_announcement_only(
+        tmp_path: Path, prefix: str, servers: Any, probes: Any) -> None:
+    """A fleet coming back one after another: with amqtt alone, device k got the retained messages
+    of the k-1 filters held before it plus the server's availability (measured: 324 messages for
+    24 devices, N squared over 2); now one each."""
+    fleet = [f"dev-{n:02d}" for n in range(24)]
+    text = BASE_CONFIG.split("devices:")[0] + "devices:\n" + "".join(
+        f"  {d}: {{{{group: kitchen-lights, password: pw-{d}}}}}\n" for d in fleet)
+    path = write_config(tmp_path, mqtt=f"embedded\n  embedded_port: {free_port()}", prefix=prefix, text=text)
+    server = servers(path)
+    wait_until(lambda: server.service.mqtt_connected, 10, "the server to log in")
+    release(server.config, "kitchen", "1.0.0", 30_000)
+    server.call(server.service.tick)
+    embedded = Embedded(server, probes)
+    devices = []
+    for device in fleet:  # each one back and subscribed before the next connects
+        probe = embedded.device(device)
+        assert subscribe(probe, f"{prefix}/{device}/update")
+        devices.append(probe)
+    for device, probe in zip(fleet, devices, strict=True):
+        probe.wait_for(f"{prefix}/{device}/update")
+    embedded.settle(fleet[-1], "1.0.0")  # a round trip through the broker after the last SUBACK
+    assert sum(len(p.messages) for p in devices) == len(fleet)
