@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 from pathlib import Path
 from typing import Any
@@ -282,6 +283,47 @@ def test_access_rules_match_the_documented_acl() -> None:
     assert access.may_subscribe(SERVER_USER, "tinyota/+/status") and access.may_publish(SERVER_USER, "homeassistant/x")
     assert not access.may_publish(SERVER_USER, "elsewhere/x") and not access.may_publish(None, "tinyota/x")
     assert access.refusal("kitchen-1", "tinyota-server", None) is not None
+
+
+def _documented_acl() -> dict[str, list[tuple[str, str]]]:
+    """docs/mosquitto.md's ACL block as {user or '%u': [(access, topic)]}, in mosquitto's terms."""
+    text = (Path(__file__).resolve().parent.parent / "docs" / "mosquitto.md").read_text()
+    block = re.search(r"```\n(# TinyOTA ACL\n.*?)```", text, re.S)
+    assert block, "docs/mosquitto.md lost its ACL block"
+    rules: dict[str, list[tuple[str, str]]] = {}
+    user = ""
+    for line in block.group(1).splitlines():
+        words = line.split()
+        if not words or words[0].startswith("#"):
+            continue
+        if words[0] == "user":
+            user = words[1]
+        elif words[0] == "topic":
+            rules.setdefault(user, []).append((words[1], words[2]))
+        elif words[0] == "pattern":
+            rules.setdefault("%u", []).append((words[1], words[2]))
+    return rules
+
+
+def test_the_embedded_acl_is_the_documented_one() -> None:
+    """One ACL, two places (mosquitto's file in the docs, access.py): this keeps them equal."""
+    from tinyota_mqtt.core.passwords import Password
+
+    documented = _documented_acl()
+    access = Access(prefix="tinyota", discovery_prefix="homeassistant", status_topic="homeassistant/status",
+                    devices={"kitchen-1": Password.parse("x")}, server_password=Secret("s"),
+                    server_client_id="tinyota-server", homeassistant=Password.parse("h"))
+    logins = {"tinyota": SERVER_USER, "homeassistant": "homeassistant", "%u": "kitchen-1"}
+    topics = [f"tinyota/{d}/{kind}" for d in ("kitchen-1", "kitchen-2", "server")
+              for kind in ("update", "status", "availability", "state", "install")]
+    topics += ["homeassistant/status", "homeassistant/update/tinyota_kitchen-1/config", "elsewhere/x"]
+    for doc_user, login in logins.items():
+        rules = [(how, rule.replace("%u", "kitchen-1")) for how, rule in documented[doc_user]]
+        for topic in topics:
+            may_read = any(how in ("read", "readwrite") and topic_matches(rule, topic) for how, rule in rules)
+            may_write = any(how in ("write", "readwrite") and topic_matches(rule, topic) for how, rule in rules)
+            assert access.may_receive(login, topic) is may_read, (doc_user, "read", topic)
+            assert access.may_publish(login, topic) is may_write, (doc_user, "write", topic)
 
 
 # -- the start-up warning ----------------------------------------------------------------------------
