@@ -418,3 +418,22 @@ def test_a_connect_storm_sends_each_device_its_own_announcement_only(
         probe.wait_for(f"{prefix}/{device}/update")
     embedded.settle(fleet[-1], "1.0.0")  # a round trip through the broker after the last SUBACK
     assert sum(len(p.messages) for p in devices) == len(fleet)
+
+
+def test_a_second_connection_with_the_same_client_id_takes_over(embedded: Embedded) -> None:
+    """MQTT 3.1.1 section 3.1.4: the broker disconnects the existing client. amqtt left the old
+    connection running, detached from any session, beside the new one."""
+    pre = embedded.pre
+    hass = embedded.hass()
+    assert subscribe(hass, f"{pre}/kitchen-1/availability")
+    first = embedded.device("kitchen-1", will=(f"{pre}/kitchen-1/availability", b"offline"))
+    first.client.reconnect_delay_set(60, 60)  # stays down once cut off, so the take-over shows
+    gone = threading.Event()
+    first.client.on_disconnect = lambda *_a: gone.set()
+    first.publish(f"{pre}/kitchen-1/availability", "online", retain=True)
+    hass.wait_for(f"{pre}/kitchen-1/availability", lambda m: m.payload == b"online")
+    second = embedded.device("kitchen-1")
+    assert gone.wait(10), "the first connection was left open"
+    hass.wait_for(f"{pre}/kitchen-1/availability", lambda m: m.payload == b"offline")  # its will
+    assert subscribe(second, f"{pre}/kitchen-1/update")
+    embedded.settle("kitchen-1", "3.0.0")
