@@ -437,3 +437,22 @@ def test_a_second_connection_with_the_same_client_id_takes_over(embedded: Embedd
     hass.wait_for(f"{pre}/kitchen-1/availability", lambda m: m.payload == b"offline")  # its will
     assert subscribe(second, f"{pre}/kitchen-1/update")
     embedded.settle("kitchen-1", "3.0.0")
+
+
+def test_a_hashed_password_is_checked_off_the_event_loop(embedded: Embedded) -> None:
+    access = embedded.server.server.broker.access
+    threads: list[tuple[str, str]] = []
+    real = access.password_ok
+
+    def recording(username: str, password: str) -> bool:
+        threads.append((username, threading.current_thread().name))
+        return real(username, password)
+
+    access.password_ok = recording  # the gate looks it up on the instance at every login
+    embedded.device("kitchen-1")
+    embedded.device("sensor-1")  # first login: the KDF runs
+    embedded.device("sensor-1", client_id="sensor-1-again")  # accepted before: one HMAC, on the loop
+    by_user = [(user, name == "tinyota-server") for user, name in threads]
+    assert ("sensor-1", False) in by_user  # a worker thread, not the server's loop
+    assert all(on_loop for user, on_loop in by_user if user == "kitchen-1")
+    assert by_user.count(("sensor-1", True)) >= 2  # the repeat checks: cached, so on the loop
