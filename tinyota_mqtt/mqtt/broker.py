@@ -5,7 +5,8 @@ nothing installed but this package. It is not anonymous: every client logs in (t
 random per-process password, each device with its own) and is held to the ACL of
 docs/mosquitto.md (rules in ``access.py``). Real deployments still point at mosquitto.
 
-amqtt 0.12 needs three fixes on top, made here in a subclass rather than in the installed package:
+amqtt 0.12.1 needs fixes on top, made in a subclass (``amqtt_broker.py``), never in the installed
+package:
 
 - it looks up (and, for a clean session, deletes) the session named by a CONNECT's client id
   *before* the client is authenticated, so a refused client could wipe the server's
@@ -15,7 +16,9 @@ amqtt 0.12 needs three fixes on top, made here in a subclass rather than in the 
   device's announcement, and a fleet's connect storm grew as N squared. We send a client only
   what matches its own filters and what it may read;
 - a client's last will was published without any ACL check; we refuse a CONNECT whose will topic
-  the user may not write (as mosquitto does).
+  the user may not write (as mosquitto does);
+- a second connection with a client id (clean session) left the first one running beside it; we
+  cut the first off (MQTT 3.1.1 section 3.1.4).
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ log = logging.getLogger("tinyota.mqtt")
 
 # A hashed password costs ~0.3 s of CPU: never more than this many at once, and off the loop.
 KDF_IN_FLIGHT = 2
-REFUSALS_REMEMBERED = 256  # distinct refusals logged; past that they are only counted
+REFUSALS_REMEMBERED = 256  # distinct refusals logged; past that, refusals go unlogged
 
 
 class Refusals:
@@ -43,10 +46,8 @@ class Refusals:
 
     def __init__(self) -> None:
         self._seen: set[tuple[str | None, str]] = set()
-        self.count = 0
 
     def note(self, username: str | None, address: str | None, why: str) -> None:
-        self.count += 1
         key = (username, why)
         if key in self._seen or len(self._seen) >= REFUSALS_REMEMBERED:
             return
