@@ -258,8 +258,9 @@ def release(config: Config, image: str, version: str, size: int = 64 * 1024, not
 
     store = FirmwareStore(config.server.store)
     path = config.server.store.parent / f"{image}-{version}.bin"
-    path.write_bytes(make_test_image(version, size, fill=os.urandom(64)))
-    return store.add_file(path, image, version, notes)
+    platform = config.images[image].platform
+    path.write_bytes(make_test_image(version, size, fill=os.urandom(64), platform=platform))
+    return store.add_file(path, image, version, notes, platform=platform)
 
 
 # -- a real server, in this process, on its own loop thread ---------------------------------------

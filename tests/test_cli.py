@@ -142,7 +142,7 @@ def test_release_to_a_remote_server_through_the_api(tmp_path: Path, servers: Any
     server = servers(write_config(tmp_path / "server"), Overrides(mqtt_url="none"))
     laptop = write_config(tmp_path / "laptop")  # the admin credentials; its own store stays empty
     fw = tmp_path / "fw.bin"
-    fw.write_bytes(make_test_image("2.0.0", 70_000))
+    fw.write_bytes(make_test_image("2.0.0", 70_000, platform="esp32"))
     args = ("release", str(fw), "--image", "sensor", "--version", "2.0.0", "--notes", "remote",
             "--server", server.url, "-c", str(laptop))
     out = tinyota(*args)

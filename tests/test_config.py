@@ -619,14 +619,17 @@ def test_admin_name_must_not_be_a_device_id(tmp_path: Path, server: str) -> None
     )
 
 
-@pytest.mark.parametrize("platform", ["ESP32", "esp-8266", "rp2040"])
+@pytest.mark.parametrize("platform", ["ESP32", "esp-8266", "ESP32-S3", "esp32-c3", "rp2040"])
 def test_invalid_platform(tmp_path: Path, platform: str) -> None:
     problem = only(tmp_path, f"images:\n  kitchen:\n    platform: {platform}\n")
     assert problem.startswith(f"[config.yaml:3] images.kitchen.platform: '{platform}' is not a valid platform. ")
     expected = {
         "ESP32": "Did you mean 'esp32'?",
         "esp-8266": "Did you mean 'esp8266'?",
-        "rp2040": "Choose one of: esp8266, esp32.",
+        "ESP32-S3": "Did you mean 'esp32s3'?",
+        "esp32-c3": "Did you mean 'esp32c3'?",
+        "rp2040": "Choose one of: esp8266, esp32, esp32s2, esp32s3, esp32c2, esp32c3, esp32c5, esp32c6, "
+                  "esp32c61, esp32h2, esp32p4.",
     }[platform]
     assert problem.endswith(expected)
 

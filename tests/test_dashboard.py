@@ -488,10 +488,12 @@ def test_upload_then_update_a_whole_group_from_the_page(live: Any, pages: Any, t
     form.get_by_label("Notes", exact=True).fill("Longer battery life")
     form.get_by_label("Firmware file", exact=True).set_input_files(
         {"name": "firmware.bin", "mimeType": "application/octet-stream",
-         "buffer": make_test_image("2.1.0", 256 * 1024)})
+         "buffer": make_test_image("2.1.0", 256 * 1024, platform="esp32")})
     form.get_by_role("button", name="Upload").click()
     expect(page.locator("#released")).to_contain_text("Released sensor 2.1.0 (256.0 KiB)")
     expect(page.locator("tr#release-sensor-2\\.1\\.0 .notes")).to_have_text("Longer battery life")
+    expect(page.locator("tr#release-sensor-2\\.1\\.0 .firmware")).to_contain_text("ESP32")
+    expect(page.locator("tr#release-sensor-2\\.1\\.0 .firmware")).to_contain_text("tinyota-test 2.1.0")
     assert server.service.store.get("sensor", "2.1.0").notes == "Longer battery life"
 
     page.get_by_role("link", name="install it from the fleet page").click()

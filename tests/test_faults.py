@@ -127,7 +127,8 @@ def test_kill_9_mid_rollout_then_restart_restores_attempts(tmp_path: Path, broke
     port = int(re.search(r"serving on http://127.0.0.1:(\d+)", "".join(proc.output)).group(1))  # type: ignore[union-attr]
     admin = {"Authorization": basic_header("admin", "admin-secret")}
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    conn.request("POST", "/api/releases?image=sensor&version=1.0.0", body=make_test_image("1.0.0"), headers=admin)
+    conn.request("POST", "/api/releases?image=sensor&version=1.0.0", body=make_test_image("1.0.0", platform="esp32"),
+                 headers=admin)
     uploaded = conn.getresponse()
     uploaded.read()
     assert uploaded.status == 201

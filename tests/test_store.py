@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import os
 import signal
@@ -77,8 +78,15 @@ def test_force_accepts_a_non_esp_file(store: FirmwareStore) -> None:
     assert put(store, "1.0.0", data=b"plain text", force=True).size == 10  # type: ignore[attr-defined]
 
 
-def test_gzip_images_are_accepted(store: FirmwareStore) -> None:
-    assert put(store, "1.0.0", data=b"\x1f\x8b" + os.urandom(100)).size == 102  # type: ignore[attr-defined]
+def test_gzip_images_are_esp8266_only(store: FirmwareStore) -> None:
+    packed = gzip.compress(make_test_image("1.0.0", 30_000, fill=os.urandom(64)))
+    rel = put(store, "1.0.0", data=packed, platform="esp8266")
+    assert rel.size == len(packed) and rel.firmware.gzip  # type: ignore[attr-defined]
+    with pytest.raises(StoreError, match="only the ESP8266 core flashes gzip"):
+        put(store, "1.0.0", image="sensor", data=gzip.compress(make_test_image("1.0.0", 30_000, platform="esp32")),
+            platform="esp32")
+    with pytest.raises(StoreError, match="gzip stream is corrupt"):
+        put(store, "1.0.1", data=b"\x1f\x8b" + os.urandom(100))
 
 
 def test_declared_size_and_checksums_must_match(store: FirmwareStore) -> None:

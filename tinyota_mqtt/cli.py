@@ -87,7 +87,7 @@ def cmd_release(args: argparse.Namespace) -> int:
                            "images: " + (", ".join(config.images) or "(none)"))
     store = FirmwareStore(config.server.store, max_size=config.server.limits.max_upload_bytes)
     release = store.add_file(Path(args.file), args.image, args.version, args.notes or "",
-                             replace=args.replace, force=args.force)
+                             replace=args.replace, force=args.force, platform=config.images[args.image].platform)
     print(f"released {release.image} {release.version}: {release.size} bytes, md5 {release.md5}")
     auto = [g.name for g in config.groups.values() if g.image == release.image and g.auto_update]
     if auto:
@@ -106,8 +106,9 @@ def cmd_releases(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([r.to_json() for r in releases], indent=2))
         return 0
-    rows = [(r.image, r.version, str(r.size), r.md5, r.created, r.notes[:40]) for r in releases]
-    _table(("IMAGE", "VERSION", "SIZE", "MD5", "CREATED", "NOTES"), rows)
+    rows = [(r.image, r.version, str(r.size), r.firmware.summary() if r.firmware else "unchecked (forced)",
+             r.md5, r.created, r.notes[:40]) for r in releases]
+    _table(("IMAGE", "VERSION", "SIZE", "FIRMWARE", "MD5", "CREATED", "NOTES"), rows)
     return 0
 
 
@@ -282,7 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", required=True, dest="version")
     p.add_argument("--notes", help="release notes, shown in Home Assistant and the dashboard")
     p.add_argument("--replace", action="store_true", help="overwrite an existing release")
-    p.add_argument("--force", action="store_true", help="skip the ESP image and version checks")
+    p.add_argument("--force", action="store_true",
+                   help="skip the image checks: chip, truncation/checksum and embedded version")
     p.add_argument("--server", help="upload to the server at this URL (admin API) instead of the local store")
 
     p = add("releases", cmd_releases, "list the releases in the store")

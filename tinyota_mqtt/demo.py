@@ -54,8 +54,9 @@ async def _demo(config: Config, port: int, keep_running: bool) -> int:
     server = Server(config)
     store = server.service.store
     for name in config.images:  # every device starts on 1.0.0, already released
-        with store.begin(name, START, "first release") as up:
-            up.write(esp_image.make_test_image(START, 64 * 1024))
+        platform = config.images[name].platform
+        with store.begin(name, START, "first release", platform=platform) as up:
+            up.write(esp_image.make_test_image(START, 64 * 1024, platform=platform))
             up.commit()
     await server.start()
     public = f"http://127.0.0.1:{server.port}"
@@ -80,8 +81,9 @@ async def _demo(config: Config, port: int, keep_running: bool) -> int:
 
     started = []
     for name in config.images:
-        with store.begin(name, NEXT, "demo release: faster boot, fewer Wi-Fi drops") as up:
-            up.write(esp_image.make_test_image(NEXT, 256 * 1024))
+        platform = config.images[name].platform
+        with store.begin(name, NEXT, "demo release: faster boot, fewer Wi-Fi drops", platform=platform) as up:
+            up.write(esp_image.make_test_image(NEXT, 256 * 1024, platform=platform))
             up.commit()
         print(f"released {name} {NEXT}", flush=True)
     started += server.service.reconcile()  # automatic groups

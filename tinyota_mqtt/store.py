@@ -6,6 +6,11 @@ Layout::
     <root>/<image>/<version>.<sha256[:16]>.bin  the image bytes, named by content
     <root>/.incoming/<random>.part              uploads in progress
 
+A release is checked before it is committed: ``core/image.py`` parses the image (chip, segments,
+checksum, appended SHA-256) and the upload is refused when it is cut short, corrupt, or built for
+another chip than its image's ``platform`` (``force`` skips these checks). What the parser found
+is kept in the metadata as ``firmware``.
+
 A release is committed in this order: bytes to ``.incoming`` (hashed as they arrive), fsync,
 rename into the image folder, metadata to a temp file, fsync, rename to ``<version>.json``, fsync
 the folder. A crash before the last rename leaves only files no listing looks at; ``sweep()``
@@ -20,12 +25,13 @@ import errno
 import fcntl
 import hashlib
 import json
+import mmap
 import os
 import re
 import secrets
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -50,13 +56,22 @@ class Release:
     created: str  # ISO 8601, UTC
     notes: str
     file: str  # blob file name inside <root>/<image>/
+    # What the image's headers say; None for a release forced past the checks, or older metadata.
+    firmware: esp_image.ImageInfo | None = None
 
     @property
     def sort_key(self) -> semver.Version:
         return semver.parse(self.version)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["firmware"] = self.firmware.to_json() if self.firmware else None
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Release:
+        firmware = data.get("firmware")
+        return cls(**{**data, "firmware": esp_image.ImageInfo.from_json(firmware) if firmware else None})
 
 
 @dataclass(frozen=True)
@@ -74,9 +89,10 @@ class Upload:
     Usable as a context manager: leaving the block without ``commit()`` aborts.
     """
 
-    def __init__(self, store: FirmwareStore, image: str, version: str, notes: str,
-                 *, replace: bool, force: bool, expect: Expectation, max_size: int | None) -> None:
+    def __init__(self, store: FirmwareStore, image: str, version: str, notes: str, *, replace: bool,
+                 force: bool, expect: Expectation, max_size: int | None, platform: str | None) -> None:
         self._store, self.image, self.version, self.notes = store, image, version, notes
+        self.platform = platform  # the chip the image is configured for; None: any ESP image
         self._replace, self._force, self._expect, self._max_size = replace, force, expect, max_size
         incoming = store.root / INCOMING
         incoming.mkdir(parents=True, exist_ok=True)
@@ -88,7 +104,6 @@ class Upload:
         fcntl.flock(self._fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         self._md5, self._sha256 = hashlib.md5(), hashlib.sha256()
         self.size = 0
-        self._head = b""
         self._tail = b""
         self._embedded_version: str | None = None
 
@@ -101,8 +116,6 @@ class Upload:
                 f"release is larger than the {self._max_size} byte limit",
                 "raise server.limits.max_upload_bytes if this image is really that big",
             )
-        if len(self._head) < 2:
-            self._head = (self._head + chunk)[:2]
         if self._embedded_version is None:
             window = self._tail + chunk
             self._embedded_version = esp_image.find_version(window)
@@ -128,30 +141,36 @@ class Upload:
         if exp.sha256 is not None and exp.sha256.lower() != self._sha256.hexdigest():
             return StoreError("sha256 does not match the declared sha256",
                               "the file changed or was corrupted")
+        return None
+
+    def _inspect(self) -> tuple[StoreError | None, esp_image.ImageInfo | None]:
+        """Parse the received image in place (mmap: never a second copy in memory)."""
+        try:
+            with open(self._part, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as view:
+                info = esp_image.describe(view)
+        except esp_image.BadImage as exc:
+            if self._force:
+                return None, None
+            return StoreError(exc.message, (exc.hint + ", or pass --force") if exc.hint else
+                              "rebuild or copy the image again (or pass --force)"), None
         if self._force:
-            return None
-        if esp_image.kind(self._head) is None:
-            return StoreError(
-                f"this is not an ESP firmware image (first byte 0x{self._head[:1].hex() or '??'}, "
-                "expected 0xe9, or gzip 1f 8b)",
-                "release the .bin the build produced (not the .elf), or pass --force",
-            )
+            return None, info
+        wrong = esp_image.chip_mismatch(info, self.platform) if self.platform else None
+        if wrong is not None:
+            return StoreError(wrong, "flashing it would brick the board: release it under an image for "
+                                     f"the {info.chip_name}, fix the platform in the config, or pass --force"), None
         declared = self._embedded_version
         if declared is not None and declared != self.version:
             return StoreError(
                 f"the image says it is version {declared} but is being released as {self.version}",
                 "a device would report its old version and the update would never be confirmed; "
                 "fix --version or pass --force",
-            )
-        return None
+            ), None
+        return None, info
 
     def commit(self) -> Release:
         if self._fh is None:
             raise StoreError("upload already finished")
-        refusal = self._refusal()
-        if refusal is not None:
-            self.abort()
-            raise refusal
         fh, self._fh = self._fh, None
         try:
             try:
@@ -159,7 +178,18 @@ class Upload:
                 os.fsync(fh.fileno())
             finally:
                 fh.close()
-            return self._store._commit(self, self._part, self._md5.hexdigest(), self._sha256.hexdigest())
+        except OSError as exc:
+            self.abort()
+            raise storage_error(exc, self._store.root) from None
+        refusal = self._refusal()
+        info = None
+        if refusal is None:
+            refusal, info = self._inspect()
+        if refusal is not None:
+            self.abort()
+            raise refusal
+        try:
+            return self._store._commit(self, self._part, self._md5.hexdigest(), self._sha256.hexdigest(), info)
         except OSError as exc:
             raise storage_error(exc, self._store.root) from None
         finally:
@@ -256,9 +286,9 @@ class FirmwareStore:
         for meta in folder.glob("*.json"):
             try:
                 data = json.loads(meta.read_text("utf-8"))
-                release = Release(**data)
+                release = Release.from_json(data)
                 semver.parse(release.version)
-            except (OSError, ValueError, TypeError, semver.VersionError):
+            except (OSError, ValueError, TypeError, KeyError, semver.VersionError):
                 continue  # unreadable metadata is not a release; `tinyota releases` shows the rest
             if (folder / release.file).is_file():
                 yield release
@@ -281,9 +311,13 @@ class FirmwareStore:
 
     # -- writing ---------------------------------------------------------------------------------
 
-    def begin(self, image: str, version: str, notes: str = "", *, replace: bool = False,
-              force: bool = False, expect: Expectation | None = None) -> Upload:
-        """Check what can be checked before any byte arrives, then open an upload."""
+    def begin(self, image: str, version: str, notes: str = "", *, replace: bool = False, force: bool = False,
+              expect: Expectation | None = None, platform: str | None = None) -> Upload:
+        """Check what can be checked before any byte arrives, then open an upload.
+
+        ``platform``: the chip the image is configured for (config ``images.<name>.platform``); an
+        image built for another is refused unless ``force``. None accepts any whole ESP image.
+        """
         if not IMAGE_NAME.fullmatch(image or ""):
             raise StoreError(f"image name {image!r} is not valid", "use letters, digits, '-' and '_'")
         parsed = semver.parse(version)
@@ -295,20 +329,22 @@ class FirmwareStore:
                         "pick a new version, or pass --replace to overwrite it",
                     )
         return Upload(self, image, version, notes, replace=replace, force=force,
-                      expect=expect or Expectation(), max_size=self.max_size)
+                      expect=expect or Expectation(), max_size=self.max_size, platform=platform)
 
     def add_file(self, path: Path, image: str, version: str, notes: str = "", *, replace: bool = False,
-                 force: bool = False, expect: Expectation | None = None) -> Release:
+                 force: bool = False, expect: Expectation | None = None, platform: str | None = None) -> Release:
         try:
             source = open(path, "rb")  # noqa: SIM115 - closed below
         except OSError as exc:
             raise StoreError(f"cannot read {path}: {exc.strerror}") from exc
-        with source, self.begin(image, version, notes, replace=replace, force=force, expect=expect) as up:
+        with source, self.begin(image, version, notes, replace=replace, force=force, expect=expect,
+                                platform=platform) as up:
             for chunk in iter(lambda: source.read(1 << 16), b""):
                 up.write(chunk)
             return up.commit()
 
-    def _commit(self, upload: Upload, part: Path, md5: str, sha256: str) -> Release:
+    def _commit(self, upload: Upload, part: Path, md5: str, sha256: str,
+                firmware: esp_image.ImageInfo | None) -> Release:
         folder = self.root / upload.image
         folder.mkdir(parents=True, exist_ok=True)
         previous = [r for r in self.releases(upload.image)
@@ -319,7 +355,7 @@ class FirmwareStore:
         release = Release(
             image=upload.image, version=upload.version, size=upload.size, md5=md5, sha256=sha256,
             created=datetime.now(UTC).isoformat(timespec="seconds"), notes=upload.notes,
-            file=f"{upload.version}.{sha256[:16]}.bin",
+            file=f"{upload.version}.{sha256[:16]}.bin", firmware=firmware,
         )
         os.replace(part, folder / release.file)
         meta_tmp = folder / f".{upload.version}.{secrets.token_hex(4)}.json.tmp"

@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
+from tinyota_mqtt.core import image as esp_image
 from tinyota_mqtt.core.passwords import Password, Secret
 
-PLATFORMS = ("esp8266", "esp32")
+PLATFORMS = esp_image.PLATFORMS  # esp8266, esp32 and each ESP32 variant the image parser knows
 # How an attempt is confirmed: by the device's report of the target version alone, or only when
 # this server also served that device the whole image (a report alone can be forged or mistaken).
 CONFIRM_MODES = ("download+report", "report")

@@ -83,6 +83,7 @@ class ReleasesHandler(AdminHandler):
             image, self.get_query_argument("version", ""), self.get_query_argument("notes", ""),
             replace=self.get_query_argument("replace", "") in ("1", "true", "yes"),
             force=self.get_query_argument("force", "") in ("1", "true", "yes"),
+            platform=self.service.config.images[image].platform,
             expect=Expectation(size=int(declared),
                                md5=_hex_arg(self.get_query_argument("md5", None), 32, "md5"),
                                sha256=_hex_arg(self.get_query_argument("sha256", None), 64, "sha256")))

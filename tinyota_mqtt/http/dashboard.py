@@ -26,6 +26,7 @@ from typing import Any
 
 from tornado import iostream, web
 
+from tinyota_mqtt.core import image as esp_image
 from tinyota_mqtt.errors import NotFound, TinyOTAError
 from tinyota_mqtt.http.base import BaseHandler
 from tinyota_mqtt.service import Service
@@ -238,7 +239,7 @@ class ReleasesPage(DashboardHandler):
                     released=released, auto_groups=[g.name for g in config.groups.values()
                                                     if released and g.image == released.image
                                                     and g.auto_update],
-                    max_upload=config.server.limits.max_upload_bytes)
+                    max_upload=config.server.limits.max_upload_bytes, chip_names=esp_image.CHIP_NAMES)
 
     def _just_released(self) -> Release | None:
         # dashboard.js comes back here with ?released=<image>/<version> after an upload.

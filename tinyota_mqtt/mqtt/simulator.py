@@ -153,7 +153,8 @@ class SimDevice:
             conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=30)
         # The ESP cores speak HTTP/1.0 so the server must send Content-Length, never chunks.
         conn._http_vsn, conn._http_vsn_str = 10, "HTTP/1.0"  # type: ignore[attr-defined]
-        chip = self.s.platform.upper()
+        # arduino-esp32 names every ESP32 variant "ESP32" in these headers (HTTPUpdate.cpp).
+        chip = "ESP8266" if self.s.platform == "esp8266" else "ESP32"
         headers = {
             "Authorization": basic_header(self.s.device_id, self.s.password),
             "User-Agent": f"{chip}-http-Update",
