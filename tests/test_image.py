@@ -158,7 +158,7 @@ def test_a_corrupted_test_image_fails_esptools_check_too(tmp_path: Path) -> None
 def test_every_truncation_of_a_real_image_is_refused(real_images: dict[str, bytes], chip: str) -> None:
     data = real_images[chip]
     for cut in range(1, len(data)):  # every prefix: inside a header, a segment, the checksum, the digest
-        with pytest.raises(BadImage, match="truncated|ends after"):  # said as such, not as "corrupt"
+        with pytest.raises(BadImage, match=r"truncated|ends after"):  # said as such, not as "corrupt"
             describe(data[:cut])
 
 
@@ -326,3 +326,18 @@ def test_api_refuses_the_wrong_chip_unless_forced_and_shows_the_image(tmp_path: 
     text = page.decode()
     assert "sensor-fw 1.1.0" in text and "ESP32" in text
     assert "not the configured ESP32<" in text  # the forced ESP8266 release is flagged
+
+
+def test_a_sweep_while_the_image_is_checked_leaves_the_upload_alone(store: FirmwareStore,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    # Parsing takes a while for a big image; the upload stays locked against sweep() meanwhile.
+    real = image.describe
+    swept: list[object] = []
+
+    def describe_then_sweep(data: Any) -> image.ImageInfo:
+        swept.extend(store.sweep())
+        return real(data)
+
+    monkeypatch.setattr(image, "describe", describe_then_sweep)
+    rel = put(store, make_test_image("1.0.0", platform="esp32"), platform="esp32")
+    assert swept == [] and store.path_of(rel).is_file()

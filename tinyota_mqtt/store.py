@@ -172,27 +172,25 @@ class Upload:
         if self._fh is None:
             raise StoreError("upload already finished")
         fh, self._fh = self._fh, None
+        # fh stays open (and so locked against sweep()) until the file is renamed into place.
         try:
             try:
                 fh.flush()
                 os.fsync(fh.fileno())
-            finally:
-                fh.close()
-        except OSError as exc:
-            self.abort()
-            raise storage_error(exc, self._store.root) from None
-        refusal = self._refusal()
-        info = None
-        if refusal is None:
-            refusal, info = self._inspect()
-        if refusal is not None:
-            self.abort()
-            raise refusal
-        try:
-            return self._store._commit(self, self._part, self._md5.hexdigest(), self._sha256.hexdigest(), info)
-        except OSError as exc:
-            raise storage_error(exc, self._store.root) from None
+            except OSError as exc:
+                raise storage_error(exc, self._store.root) from None
+            refusal = self._refusal()
+            info = None
+            if refusal is None:
+                refusal, info = self._inspect()
+            if refusal is not None:
+                raise refusal
+            try:
+                return self._store._commit(self, self._part, self._md5.hexdigest(), self._sha256.hexdigest(), info)
+            except OSError as exc:
+                raise storage_error(exc, self._store.root) from None
         finally:
+            fh.close()
             with contextlib.suppress(FileNotFoundError):
                 self._part.unlink()  # gone already after a successful commit (renamed)
 
