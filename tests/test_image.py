@@ -200,8 +200,8 @@ def test_an_unknown_chip_id_is_named() -> None:
     data[-32:] = hashlib.sha256(bytes(data[:-32])).digest()
     info = describe(bytes(data))
     assert info.chip == "chip id 99"
-    assert image.chip_mismatch(info, "esp32") == ("this image is built for the chip id 99, but the image is "
-                                                  "configured for ESP32 (platform: esp32)")
+    assert image.chip_mismatch(info, "esp32", "image 'sensor'") == (
+        "this firmware is built for the chip id 99, but image 'sensor' is configured for the ESP32 (platform: esp32)")
 
 
 # -- gzip: ESP8266 only ------------------------------------------------------------------------------
@@ -259,8 +259,8 @@ def put(store: FirmwareStore, data: bytes, version: str = "1.0.0", **kw: Any) ->
 def test_an_esp8266_image_is_refused_for_an_esp32_image(store: FirmwareStore) -> None:
     with pytest.raises(StoreError) as caught:
         put(store, make_test_image("1.0.0"), platform="esp32")
-    assert caught.value.message == ("this image is built for the ESP8266, but the image is configured for ESP32 "
-                                    "(platform: esp32)")
+    assert caught.value.message == ("this firmware is built for the ESP8266, but image 'sensor' is configured for "
+                                    "the ESP32 (platform: esp32)")
     assert "brick" in (caught.value.hint or "") and "--force" in (caught.value.hint or "")
     assert store.releases() == [] and list((store.root / ".incoming").iterdir()) == []
 

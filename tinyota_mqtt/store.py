@@ -155,7 +155,7 @@ class Upload:
                               "rebuild or copy the image again (or pass --force)"), None
         if self._force:
             return None, info
-        wrong = esp_image.chip_mismatch(info, self.platform) if self.platform else None
+        wrong = esp_image.chip_mismatch(info, self.platform, f"image {self.image!r}") if self.platform else None
         if wrong is not None:
             return StoreError(wrong, "flashing it would brick the board: release it under an image for "
                                      f"the {info.chip_name}, fix the platform in the config, or pass --force"), None

@@ -326,11 +326,11 @@ def describe(data: Buffer) -> ImageInfo:
             raise (as_esp32 if _looks_extended(data) else as_esp8266) from None
 
 
-def chip_mismatch(info: ImageInfo, platform: str) -> str | None:
-    """Why an image must not be released for ``platform``, or None when it fits."""
+def chip_mismatch(info: ImageInfo, platform: str, image: str = "this image") -> str | None:
+    """Why a file must not be released as ``image``, configured for ``platform``; None if it fits."""
     if info.chip == platform:
         return None
-    return (f"this image is built for the {info.chip_name}, but the image is configured for "
+    return (f"this firmware is built for the {info.chip_name}, but {image} is configured for the "
             f"{CHIP_NAMES.get(platform, platform)} (platform: {platform})")
 
 
