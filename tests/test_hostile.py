@@ -97,8 +97,10 @@ def test_a_release_replaced_mid_download_delivers_one_consistent_image(tmp_path:
     head, _, body = received.partition(b"\r\n\r\n")
     headers = dict(line.lower().split(": ", 1) for line in head.decode().split("\r\n")[1:])
     assert headers["x-md5"] == old.md5 == hashlib.md5(body).hexdigest()  # the old image, whole
+    resp, _ = request(srv, "GET", "/fw/kitchen/2.0.0.bin", user="admin", password="admin-secret")
+    assert resp.status == 404  # and it is gone for the next request
     resp, _ = request(srv, "GET", "/fw/kitchen/2.0.0.bin")
-    assert resp.status == 404  # and it is gone for the next device
+    assert resp.status == 403  # no device is targeted at it any more, so it is refused unlooked
 
 
 def test_a_device_flooding_its_status_does_not_starve_others(tmp_path: Path, broker: Mosquitto, prefix: str,

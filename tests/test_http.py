@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ServerThread, release, wait_until, write_config
+from tests.conftest import ServerThread, release, tinyota, wait_until, write_config
+from tinyota_mqtt.core import protocol
 from tinyota_mqtt.core.httpauth import basic_header
 from tinyota_mqtt.runner import Overrides
 
@@ -75,8 +76,8 @@ def test_download_bytes_and_headers_match_the_store(server: ServerThread) -> Non
 
 
 def test_head_and_get_agree_header_for_header(server: ServerThread) -> None:
-    get, _ = request(server, "GET", "/fw/kitchen/1.0.0.bin")
-    head, body = request(server, "HEAD", "/fw/kitchen/1.0.0.bin")
+    get, _ = request(server, "GET", "/fw/kitchen/1.1.0.bin")
+    head, body = request(server, "HEAD", "/fw/kitchen/1.1.0.bin")
     assert body == b""
     ignore = {"date"}
     assert {k.lower(): v for k, v in get.getheaders() if k.lower() not in ignore} == \
@@ -86,33 +87,33 @@ def test_head_and_get_agree_header_for_header(server: ServerThread) -> None:
 def test_http10_request_gets_content_length_never_chunks(server: ServerThread) -> None:
     # ESP8266httpUpdate and HTTPUpdate send HTTP/1.0 and give up without Content-Length.
     auth = basic_header("kitchen-1", "pw-kitchen-1")
-    raw = raw_http(server.server.port, f"GET /fw/kitchen/1.0.0.bin HTTP/1.0\r\nAuthorization: {auth}\r\n"
+    raw = raw_http(server.server.port, f"GET /fw/kitchen/1.1.0.bin HTTP/1.0\r\nAuthorization: {auth}\r\n"
                                        "User-Agent: ESP8266-http-Update\r\n\r\n")
     head, _, body = raw.partition(b"\r\n\r\n")
     lines = head.decode().lower().split("\r\n")
     assert lines[0].endswith("200 ok")
     assert f"content-length: {len(body)}" in lines
     assert not any(line.startswith("transfer-encoding") for line in lines)
-    assert body == stored(server, "kitchen", "1.0.0")
+    assert body == stored(server, "kitchen", "1.1.0")
 
 
 def test_range_requests(server: ServerThread) -> None:
-    full = stored(server, "kitchen", "1.0.0")
-    resp, data = request(server, "GET", "/fw/kitchen/1.0.0.bin", headers={"Range": "bytes=100-199"})
+    full = stored(server, "kitchen", "1.1.0")
+    resp, data = request(server, "GET", "/fw/kitchen/1.1.0.bin", headers={"Range": "bytes=100-199"})
     assert resp.status == 206
     assert data == full[100:200]
     assert resp.getheader("Content-Range") == f"bytes 100-199/{len(full)}"
     assert resp.getheader("x-MD5") == hashlib.md5(full).hexdigest()  # of the whole image, as the cores expect
-    resp, data = request(server, "GET", "/fw/kitchen/1.0.0.bin", headers={"Range": "bytes=-10"})
+    resp, data = request(server, "GET", "/fw/kitchen/1.1.0.bin", headers={"Range": "bytes=-10"})
     assert resp.status == 206 and data == full[-10:]
-    resp, _ = request(server, "GET", "/fw/kitchen/1.0.0.bin", headers={"Range": f"bytes={len(full)}-"})
+    resp, _ = request(server, "GET", "/fw/kitchen/1.1.0.bin", headers={"Range": f"bytes={len(full)}-"})
     assert resp.status == 416
     assert resp.getheader("Content-Range") == f"bytes */{len(full)}"
 
 
 def test_if_none_match_gives_304(server: ServerThread) -> None:
-    resp, _ = request(server, "GET", "/fw/kitchen/1.0.0.bin")
-    again, body = request(server, "GET", "/fw/kitchen/1.0.0.bin", headers={"If-None-Match": resp.getheader("ETag")})
+    resp, _ = request(server, "GET", "/fw/kitchen/1.1.0.bin")
+    again, body = request(server, "GET", "/fw/kitchen/1.1.0.bin", headers={"If-None-Match": resp.getheader("ETag")})
     assert again.status == 304 and body == b""
 
 
@@ -138,9 +139,11 @@ def test_too_little_free_space_is_403_and_recorded(server: ServerThread) -> None
 
 
 def test_esp32_headers_are_read_too(server: ServerThread) -> None:
+    server.call(server.service.install, ["sensor-1"], "2.0.0")
     headers = {"User-Agent": "ESP32-http-Update", "x-ESP32-free-space": "10", "x-ESP32-version": "0.1.0"}
-    resp, _ = request(server, "GET", "/fw/sensor/2.0.0.bin", user="sensor-1", headers=headers)
+    resp, body = request(server, "GET", "/fw/sensor/2.0.0.bin", user="sensor-1", headers=headers)
     assert resp.status == 403
+    assert b"not enough free space" in body  # the ESP32 header was read, not some other refusal
 
 
 @pytest.mark.parametrize("value", ["lots", "-5", "1e9", "9" * 40])
@@ -189,7 +192,7 @@ def test_bad_credentials_are_401_never_500(server: ServerThread, header: str | N
 
 def test_basic_scheme_is_case_insensitive(server: ServerThread) -> None:
     token = base64.b64encode(b"kitchen-1:pw-kitchen-1").decode()
-    resp, _ = request(server, "GET", "/fw/kitchen/1.0.0.bin", user=None, headers={"Authorization": f"basic {token}"})
+    resp, _ = request(server, "GET", "/fw/kitchen/1.1.0.bin", user=None, headers={"Authorization": f"basic {token}"})
     assert resp.status == 200
 
 
@@ -200,6 +203,40 @@ def test_a_device_fetches_only_its_own_image(server: ServerThread) -> None:
     assert resp.status == 403
     resp, _ = request(server, "GET", "/fw/sensor/2.0.0.bin", user="admin", password="admin-secret")
     assert resp.status == 200
+
+
+def test_a_device_is_served_only_its_target_or_the_version_it_runs(server: ServerThread) -> None:
+    # kitchen-lights updates automatically, so kitchen-1's target is the latest release, 1.1.0.
+    assert request(server, "GET", "/fw/kitchen/1.1.0.bin")[0].status == 200
+    # A forged announcement pointing at the real server cannot downgrade it to 1.0.0.
+    resp, body = request(server, "GET", "/fw/kitchen/1.0.0.bin")
+    assert resp.status == 403 and b"not announced to this device" in body
+    assert "1.0.0 was not announced" in server.view("kitchen-1")["last_error"]  # recorded with the reason
+    assert request(server, "HEAD", "/fw/kitchen/1.0.0.bin")[0].status == 403
+    assert request(server, "GET", "/fw/kitchen/1.0.0.bin", headers={"Range": "bytes=0-9"})[0].status == 403
+    # The version a device runs stays downloadable (a re-flash of what it has is no downgrade).
+    server.call(server.service.on_status, "kitchen-1", protocol.Status("idle", version="1.0.0"))
+    assert request(server, "GET", "/fw/kitchen/1.0.0.bin")[0].status == 200
+    # Cancel holds the device: no target any more, so 1.1.0 is refused too; an install opens it again.
+    server.call(server.service.cancel, ["kitchen-1"])
+    assert request(server, "GET", "/fw/kitchen/1.1.0.bin")[0].status == 403
+    server.call(server.service.install, ["kitchen-1"], "1.1.0")
+    assert request(server, "GET", "/fw/kitchen/1.1.0.bin")[0].status == 200
+    # An on-command group with nothing installed has no target: nothing to download.
+    assert request(server, "GET", "/fw/sensor/2.0.0.bin", user="sensor-1")[0].status == 403
+    # The admin is no device and may fetch any release.
+    resp, _ = request(server, "GET", "/fw/kitchen/1.0.0.bin", user="admin", password="admin-secret")
+    assert resp.status == 200
+
+
+def test_a_refusal_does_not_tell_a_device_which_releases_exist(server: ServerThread) -> None:
+    answers = set()
+    for path in ("/fw/sensor/2.0.0.bin", "/fw/sensor/9.9.9.bin", "/fw/nope/1.0.0.bin",
+                 "/fw/kitchen/1.0.0.bin", "/fw/kitchen/9.9.9.bin"):
+        resp, body = request(server, "GET", path)
+        answers.add((resp.status, resp.reason, body))
+    assert answers == {(403, "Forbidden: not announced to this device",
+                        b"403 Forbidden: not announced to this device\n")}
 
 
 def test_admin_api_refuses_device_credentials(server: ServerThread) -> None:
@@ -270,10 +307,10 @@ def test_a_client_that_disconnects_is_logged_not_a_traceback(server: ServerThrea
 
 def test_access_log_line_per_download(server: ServerThread, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="tinyota.access")
-    request(server, "GET", "/fw/kitchen/1.0.0.bin")
+    request(server, "GET", "/fw/kitchen/1.1.0.bin")
     line = wait_until(lambda: next((r.getMessage() for r in caplog.records
                                     if r.getMessage().startswith("download ")), None), 5, "access log")
-    for part in ("device=kitchen-1", "image=kitchen", "version=1.0.0", "status=200", "bytes=200000", "seconds="):
+    for part in ("device=kitchen-1", "image=kitchen", "version=1.1.0", "status=200", "bytes=300000", "seconds="):
         assert part in line
     assert "pw-kitchen-1" not in caplog.text
 
@@ -296,19 +333,50 @@ def test_parallel_downloads_all_get_the_right_bytes(server: ServerThread) -> Non
 
 def test_repeated_failed_logins_are_throttled_per_address(server: ServerThread) -> None:
     for _ in range(10):
-        resp, _ = request(server, "GET", "/fw/kitchen/1.0.0.bin", password="guess")
+        resp, _ = request(server, "GET", "/fw/kitchen/1.1.0.bin", password="guess")
         assert resp.status == 401
-    resp, _ = request(server, "GET", "/fw/kitchen/1.0.0.bin")  # even the right password, for now
+    resp, _ = request(server, "GET", "/fw/kitchen/1.1.0.bin", password="guess")
     assert resp.status == 429
     assert int(resp.getheader("Retry-After")) > 0
+    # Only failures are throttled: the right password still gets in (tests/test_throttle.py).
+    resp, _ = request(server, "GET", "/fw/kitchen/1.1.0.bin")
+    assert resp.status == 200
     resp, _ = request(server, "GET", "/healthz", user=None)  # no login needed: still answered
     assert resp.status == 200
 
 
-def test_devices_may_fetch_any_image_when_configured(tmp_path: Path, servers: Any) -> None:
-    text = write_config(tmp_path).read_text().replace("  admin:", "  devices_fetch_any_image: true\n  admin:")
-    (tmp_path / "config.yaml").write_text(text)
-    srv = servers(tmp_path / "config.yaml", HTTP_ONLY)
-    release(srv.config, "sensor", "2.0.0")
-    resp, _ = request(srv, "GET", "/fw/sensor/2.0.0.bin", user="kitchen-1")
+
+
+# -- the default admin account (issue 16) -----------------------------------------------------------
+
+def without_admin(tmp_path: Path, host: str = "127.0.0.1") -> Path:
+    path = write_config(tmp_path)
+    lines = [line for line in path.read_text().splitlines() if not line.startswith("  admin:")]
+    path.write_text("\n".join(lines).replace("  host: 127.0.0.1", f"  host: {host}") + "\n")
+    return path
+
+
+@pytest.mark.parametrize("how", ["config", "--host"])
+def test_the_default_admin_password_is_refused_beyond_loopback(tmp_path: Path, how: str) -> None:
+    if how == "config":
+        result = tinyota("serve", "-c", str(without_admin(tmp_path, "0.0.0.0")), "--mqtt", "none")
+    else:
+        result = tinyota("serve", "-c", str(without_admin(tmp_path)), "--mqtt", "none", "--host", "0.0.0.0")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "refusing to listen on 0.0.0.0 with the default admin password" in result.stderr
+    assert "server.admin.password" in result.stderr and "TINYOTA_ADMIN_PASSWORD" in result.stderr
+    assert "serving on" not in result.stdout
+
+
+def test_the_default_admin_password_still_serves_loopback(tmp_path: Path, servers: Any) -> None:
+    srv = servers(without_admin(tmp_path), HTTP_ONLY)  # the demo and tests on 127.0.0.1 keep working
+    resp, _ = request(srv, "GET", "/api/devices", user="admin", password="admin")
+    assert resp.status == 200
+
+
+def test_a_set_admin_password_may_listen_on_every_interface(tmp_path: Path, servers: Any) -> None:
+    path = write_config(tmp_path)
+    path.write_text(path.read_text().replace("  host: 127.0.0.1", "  host: 0.0.0.0"))
+    srv = servers(path, HTTP_ONLY)
+    resp, _ = request(srv, "GET", "/api/devices", user="admin", password="admin-secret")
     assert resp.status == 200

@@ -15,7 +15,7 @@ from typing import Any
 
 from tinyota_mqtt.config.model import Config
 from tinyota_mqtt.core.passwords import Secret
-from tinyota_mqtt.http.app import make_app, start_http
+from tinyota_mqtt.http.app import make_app, refuse_default_admin, start_http
 from tinyota_mqtt.mqtt.access import SERVER_USER
 from tinyota_mqtt.mqtt.broker import EmbeddedBroker
 from tinyota_mqtt.mqtt.client import LinkSettings, MqttLink, warn_if_anonymous
@@ -46,6 +46,7 @@ class Server:
         self._probe: asyncio.Future[bool | None] | None = None
 
     async def start(self) -> None:
+        refuse_default_admin(self.config, self.overrides.host or self.config.server.host)
         loop = asyncio.get_running_loop()
         for leftover in self.service.store.sweep():
             log.info("removed leftover of an interrupted upload: %s", leftover)

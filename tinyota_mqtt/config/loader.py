@@ -17,6 +17,7 @@ import os
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -37,6 +38,7 @@ from tinyota_mqtt.config.model import (
     Group,
     HomeAssistantConfig,
     Image,
+    IPNetwork,
     Limits,
     MqttConfig,
     ServerConfig,
@@ -444,6 +446,28 @@ def _password(r: _Reader, node: Node) -> Password:
     return Password.parse(text)
 
 
+def _networks(r: _Reader, node: Node) -> tuple[IPNetwork, ...]:
+    if not isinstance(node, SequenceNode):
+        raise _Invalid(f"expected a list of addresses or networks, e.g. [127.0.0.1, 10.0.0.0/8], "
+                       f"got {_describe_node(node)}")
+    networks = []
+    for item in node.value:
+        text = _text(r, item)
+        try:
+            networks.append(ip_network(text, strict=False))
+        except ValueError:
+            raise _Invalid(f"{_clip(text)} is not an IP address or network (CIDR, e.g. 10.0.0.0/8); "
+                           "write addresses, not host names") from None
+    return tuple(networks)
+
+
+def _removed(message: str) -> Convert:
+    def refuse(r: _Reader, node: Node) -> Any:
+        raise _Invalid(message)
+
+    return refuse
+
+
 def _secret(r: _Reader, node: Node) -> Secret:
     return Secret(_text(r, node, empty_ok=True))
 
@@ -600,8 +624,12 @@ _SERVER = _Section(
         "store": _Opt(_path),
         "state": _Opt(_path),
         "access_log": _Opt(_boolean),
-        "devices_fetch_any_image": _Opt(_boolean),
+        # Removed: a device now downloads only what it was announced (or runs); say so, not "unknown".
+        "devices_fetch_any_image": _Opt(_removed(
+            "was removed: a device downloads only the release announced to it or the one it runs "
+            "(see docs/config.md); delete this line")),
         "signing_key": _Opt(_path),
+        "trusted_proxies": _Opt(_networks),
         "admin": _Opt(
             _Section(
                 Account,
@@ -622,6 +650,7 @@ _SERVER = _Section(
                     "idle_timeout": _Opt(_duration),
                     "max_upload_bytes": _Opt(_size(1024, 2**30)),
                     "max_header_bytes": _Opt(_size(1024, 2**24)),
+                    "max_connections_per_address": _Opt(_integer(1, 1_000_000)),
                 },
             )
         ),
@@ -893,7 +922,7 @@ def _plain(value: object) -> object:
     # Masking by type, not by field name, so a secret added to the model later is covered too.
     if isinstance(value, Secret | Password):
         return "***"
-    if isinstance(value, Path):
+    if isinstance(value, Path | IPv4Network | IPv6Network):
         return str(value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from types import MappingProxyType
 
@@ -19,6 +20,7 @@ PLATFORMS = esp_image.PLATFORMS  # esp8266, esp32 and each ESP32 variant the ima
 # this server also served that device the whole image (a report alone can be forged or mistaken).
 CONFIRM_MODES = ("download+report", "report")
 ID_PATTERN = r"[A-Za-z0-9_-]+"  # one MQTT topic level and a Home Assistant object id
+IPNetwork = IPv4Network | IPv6Network
 
 
 def _empty() -> Mapping[str, object]:
@@ -44,6 +46,8 @@ class Limits:
     idle_timeout: float = 60.0  # seconds a connection may stay silent
     max_upload_bytes: int = 16 * 1024 * 1024  # ESP32 app partitions top out well below this
     max_header_bytes: int = 16 * 1024
+    # One address may hold this many; trusted proxies are exempt (cap clients in the proxy).
+    max_connections_per_address: int = 100
 
 
 @dataclass(frozen=True)
@@ -57,10 +61,9 @@ class ServerConfig:
     tls: TLSFiles | None = None
     limits: Limits = field(default_factory=Limits)
     access_log: bool = True
-    # False: a device downloads only its own group's image, so a leaked device password exposes
-    # one image, not the whole store. True suits fleets that share images across groups.
-    devices_fetch_any_image: bool = False
     signing_key: Path | None = None  # Ed25519 private key (PEM): announcements carry a signature
+    # Peers whose X-Forwarded-For / X-Real-IP name the real client (a reverse proxy in front).
+    trusted_proxies: tuple[IPNetwork, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -103,6 +103,12 @@ class Verifier:
     def __init__(self, accounts: dict[str, Password]) -> None:
         self._accounts = dict(accounts)
         self._key = os.urandom(32)
+        # A wrong password for a hashed account costs a KDF run; for a name nobody has it would
+        # cost nothing, and the difference tells a prober which names exist. So unknown names
+        # are checked against a hash that matches nothing, as costly as the dearest real one.
+        rounds = [int(a.hashed.split("$")[1]) for a in self._accounts.values() if a.hashed]
+        self._dummy = (Password(hashed=f"{SCHEME}${max(rounds)}${_b64(os.urandom(16))}${_b64(os.urandom(32))}")
+                       if rounds else None)
         self._accepted: dict[str, bytes] = {}
         self._lock = threading.Lock()  # the simulator verifies from threads too
 
@@ -112,7 +118,9 @@ class Verifier:
     def is_cheap(self, username: str, password: str) -> bool:
         """Whether check() answers without running the KDF (so it may run on the event loop)."""
         account = self._accounts.get(username)
-        if account is None or account.hashed is None:
+        if account is None:
+            return self._dummy is None
+        if account.hashed is None:
             return True
         with self._lock:
             known = self._accepted.get(username)
@@ -122,7 +130,10 @@ class Verifier:
         account = self._accounts.get(username)
         if account is None:
             # Spend comparable time so a probe cannot tell unknown users from wrong passwords.
-            hmac.compare_digest(self._tag(password), self._key)
+            if self._dummy is not None:
+                self._dummy.matches(password)
+            else:
+                hmac.compare_digest(self._tag(password), self._key)
             return False
         if account.hashed is None:
             return account.matches(password)

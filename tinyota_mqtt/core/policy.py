@@ -36,3 +36,24 @@ def target_version(config: Config, device_id: str, releases: Sequence[HasVersion
     if group.auto_update and releases:
         return releases[-1].version
     return None
+
+
+def refusal(config: Config, device_id: str, image: str, version: str, *,
+            target: str | None, installed: str | None) -> str | None:
+    """Why ``device_id`` may not download ``image`` ``version``, or None when it may.
+
+    A device is served only what the server told it to run (its current target) or what it
+    already runs, so an announcement forged by someone else, even one pointing at this server,
+    cannot make it fetch (and flash) an older release. The answer depends only on the device's own
+    facts, never on what the store holds, so a refusal says nothing about which releases exist.
+    """
+    own = config.image_of(device_id)
+    if own is None:
+        return "this device is in no group, so no image is announced to it"
+    if image != own.name:
+        return f"image {image} is not this device's image ({own.name})"
+    if version in (target, installed):
+        return None
+    if target is None:
+        return f"{version} was not announced to this device (nothing is)"
+    return f"{version} was not announced to this device (its target is {target})"

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from typing import Any, NoReturn
 
 from tornado import web
 from tornado.ioloop import IOLoop
 
-from tinyota_mqtt.core.throttle import AuthThrottle
+from tinyota_mqtt.core import forwarded
+from tinyota_mqtt.core.httpauth import parse_basic
+from tinyota_mqtt.core.throttle import LoginThrottle
 from tinyota_mqtt.errors import TinyOTAError
 from tinyota_mqtt.service import Principal, Service
 
@@ -20,39 +22,81 @@ REALM = 'Basic realm="TinyOTA", charset="UTF-8"'
 class BaseHandler(web.RequestHandler):
     service: Service
     principal: Principal | None = None
+    _client_address: str | None = None
+    _retry_after = 1  # seconds, for a 429's Retry-After
 
     def initialize(self, service: Service) -> None:
         self.service = service
 
     @property
-    def throttle(self) -> AuthThrottle:
+    def throttle(self) -> LoginThrottle:
         """One per application (see make_app), shared by every handler."""
-        throttle: AuthThrottle = self.application.settings["throttle"]
+        throttle: LoginThrottle = self.application.settings["throttle"]
         return throttle
+
+    @property
+    def client_address(self) -> str:
+        """The client's address: the peer's, or what a trusted proxy says (core/forwarded.py)."""
+        if self._client_address is None:
+            headers = self.request.headers
+            self._client_address = forwarded.client_address(
+                self.request.remote_ip or "-", self.service.config.server.trusted_proxies,
+                headers.get("X-Forwarded-For"), headers.get("X-Real-IP"))
+        return self._client_address
 
     def set_default_headers(self) -> None:
         self.set_header("Server", "TinyOTA")
         self.set_header("X-Content-Type-Options", "nosniff")
 
     async def authenticate(self) -> Principal:
-        """The caller, or a 401 that tells a browser or curl to send credentials."""
-        address = self.request.remote_ip or "-"
-        wait = self.throttle.retry_after(address)
-        if wait > 0:
-            self.set_header("Retry-After", str(int(wait) + 1))
-            raise web.HTTPError(429, "too many failed logins from %s; refusing for %d s", address, wait)
+        """The caller, or a 401 that tells a browser or curl to send credentials.
+
+        Throttling (core/throttle.py) refuses only what fails or would cost a KDF run it has
+        not admitted: credentials that verify cheaply (a plain password, or a hashed one already
+        checked since start) always get through, even from an address someone else is
+        guessing from.
+        """
         header = self.request.headers.get("Authorization")
+        creds = parse_basic(header)
+        key = (self.client_address, self._account(creds[0] if creds else None))
+        over_limit = self.throttle.retry_after(key) > 0
         if self.service.authentication_is_cheap(header):
             principal = self.service.authenticate(header)
+            if principal is None and header is not None:
+                self.throttle.failed(key)  # a browser's first credential-less probe is no guess
         else:
-            principal = await IOLoop.current().run_in_executor(None, self.service.authenticate, header)
+            reservation = self.throttle.reserve(key)  # counted as a failure from here on
+            if reservation is None:
+                self._refuse_throttled(key, "KDF checks")
+            try:
+                principal = await IOLoop.current().run_in_executor(
+                    self.application.settings["kdf_pool"], self.service.authenticate, header)
+            except BaseException:
+                reservation.failed()
+                raise
+            if principal is None:
+                reservation.failed()
+            else:
+                reservation.succeeded()
         if principal is None:
-            if self.request.headers.get("Authorization") is not None:
-                self.throttle.failed(address)  # a browser's first credential-less probe is no guess
+            if over_limit and header is not None:
+                self._refuse_throttled(key, "failed logins")
             # Which part was wrong is deliberately not said; the log line names the user tried.
             raise web.HTTPError(401, "authentication failed for %s", self._user_tried())
         self.principal = principal
         return principal
+
+    def _account(self, user: str | None) -> str:
+        """The account a guess is counted against; names nobody has share one key, so spraying
+        made-up names earns no fresh allowance."""
+        server = self.service.config.server
+        return user if user is not None and (user in self.service.config.devices
+                                             or user == server.admin.username) else "?"
+
+    def _refuse_throttled(self, key: tuple[str, str], what: str) -> NoReturn:
+        wait = self.throttle.retry_after(key) or 1.0  # 1 s: a busy address's checks end soon
+        self._retry_after = int(wait) + 1
+        raise web.HTTPError(429, "too many %s for %r from %s; refusing for %d s", what, key[1], key[0], wait)
 
     async def require_admin(self) -> Principal:
         principal = await self.authenticate()
@@ -76,8 +120,6 @@ class BaseHandler(web.RequestHandler):
             raise web.HTTPError(403, "cross-origin request refused (Origin: %s)", origin[:100])
 
     def _user_tried(self) -> str:
-        from tinyota_mqtt.core.httpauth import parse_basic  # only the name, never the password
-
         creds = parse_basic(self.request.headers.get("Authorization"))
         return repr(creds[0][:64]) if creds else "(no usable credentials)"
 
@@ -91,8 +133,7 @@ class BaseHandler(web.RequestHandler):
         if status_code == 401:
             self.set_header("WWW-Authenticate", REALM)
         if status_code == 429:
-            wait = self.throttle.retry_after(self.request.remote_ip or "-")
-            self.set_header("Retry-After", str(int(wait) + 1))
+            self.set_header("Retry-After", str(self._retry_after))
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         self.error_headers(status_code)

@@ -9,6 +9,7 @@ big the chunks are (see ``get_content``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ from typing import Any
 
 from tornado import web
 
-from tinyota_mqtt.core import esp_headers
+from tinyota_mqtt.core import esp_headers, policy
 from tinyota_mqtt.errors import NotFound
 from tinyota_mqtt.http.base import BaseHandler
 from tinyota_mqtt.service import Service
@@ -49,16 +50,30 @@ class FirmwareHandler(BaseHandler, web.StaticFileHandler):
 
     async def get(self, image: str, version: str, include_body: bool = True) -> None:  # type: ignore[override]
         principal = await self.authenticate()
+        if not principal.admin:
+            self._refuse_unannounced(principal.username, image, version)
         try:
             release = self.service.store.get(image, version)
         except NotFound:
             raise web.HTTPError(404, "no release %s of %s", version[:64], image) from None
-        if not principal.admin and not self.service.config.server.devices_fetch_any_image:
-            allowed = self.service.config.image_of(principal.username)
-            if allowed is None or allowed.name != image:
-                raise web.HTTPError(403, "device %s may not fetch image %s", principal.username, image,
-                                    reason="Forbidden: not this device's image")
         await self._serve(release, include_body)
+
+    def _refuse_unannounced(self, device: str, image: str, version: str) -> None:
+        """403 unless this is the device's target or the version it runs (core/policy.refusal).
+
+        Decided before the store is asked, so "not yours" reads the same whether the release
+        exists or not.
+        """
+        service = self.service
+        reason = policy.refusal(service.config, device, image, version,
+                                target=service.target_version(device),
+                                installed=service.registry.device(device).version)
+        if reason is None:
+            return
+        with contextlib.suppress(NotFound):  # nothing to record against; the log line still names it
+            service.download_refused(device, service.store.get(image, version), reason)
+        raise web.HTTPError(403, "device %s asked for %s %s: %s", device, image, version[:64], reason,
+                            reason="Forbidden: not announced to this device")
 
     async def _serve(self, release: Release, include_body: bool) -> None:
         try:
