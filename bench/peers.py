@@ -173,6 +173,7 @@ server:
   state: state.sqlite
   access_log: true
   admin: {{username: {admin}, password: {admin_password}}}
+  limits: {{max_connections_per_address: 1000000}}  # the whole fleet comes from 127.0.0.1
 mqtt:
   url: {mqtt}
   prefix: {prefix}
@@ -239,6 +240,16 @@ class Tinyota(Peer):
     def wait_mqtt(self, timeout: float = 20.0) -> None:
         wait_until(lambda: self.api("GET", "/healthz").get("mqtt") == "connected", timeout,
                    "tinyota to connect to the broker", interval=0.05)
+
+    def target(self, version: str, devices: Sequence[Device] | None = None) -> None:
+        """Install ``version`` on ``devices`` (default: all): tinyota serves a device only its
+        target (or the version it runs), so the download scenarios say what each device gets."""
+        body = json.dumps({"version": version}).encode()
+        if devices is None:
+            self.api("POST", f"/api/groups/{IMAGE}/install", body)
+            return
+        for device in devices:
+            self.api("POST", f"/api/devices/{device.id}/install", body)
 
 
 # -- nginx ----------------------------------------------------------------------------------------

@@ -19,16 +19,21 @@ from bench.util import MiB, median
 
 
 async def run(lab: Lab, s: Settings) -> dict[str, Any]:
-    devices = fleet(max(64, max(s.fast_concurrency)))
+    # Each image size gets its own devices: tinyota serves a device only its target release.
+    per_size = max(64, max(s.fast_concurrency))
+    devices = fleet(per_size * len(s.fast_sizes))
     tiny = lab.tinyota(devices, prefix="fast")
     firmware = {size: tiny.add_release(f"1.{i}.0", size) for i, size in enumerate(s.fast_sizes, start=1)}
+    users = {size: devices[i * per_size:(i + 1) * per_size] for i, size in enumerate(s.fast_sizes)}
     peers: list[Peer] = [*lab.http_peers(devices, list(firmware.values())), tiny]
     runs: list[dict[str, Any]] = []
     with running(*peers):
         tiny.wait_mqtt()
-        for fw in firmware.values():  # warm up: page cache, first-request imports, MD5 check once
+        for size, fw in firmware.items():
+            tiny.target(fw.version, users[size])
+        for size, fw in firmware.items():  # warm up: page cache, first-request imports, MD5 check once
             for peer in peers:
-                ok, _, error = await fast_get(peer.port, fw, devices[0], verify=True)
+                ok, _, error = await fast_get(peer.port, fw, users[size][0], verify=True)
                 if not ok:
                     raise RuntimeError(f"{peer.name} served {fw.url_path} wrongly: {error}")
         for size, fw in firmware.items():
@@ -36,7 +41,7 @@ async def run(lab: Lab, s: Settings) -> dict[str, Any]:
                 for rep in range(s.fast_repeats):
                     order = peers[rep % len(peers):] + peers[:rep % len(peers)]
                     for peer in order:
-                        r = await fast_run(peer.port, fw, devices, concurrency=c, requests=s.fast_request_cap,
+                        r = await fast_run(peer.port, fw, users[size], concurrency=c, requests=s.fast_request_cap,
                                            time_cap=s.fast_seconds)
                         runs.append({"server": peer.name, "size": size, "concurrency": c, "round": rep,
                                      "mb_s": r.mb_per_s, "req_s": r.requests_per_s, "requests": r.requests,

@@ -61,6 +61,7 @@ async def run(lab: Lab, s: Settings) -> dict[str, Any]:
         with running(peer):
             if isinstance(peer, Tinyota):
                 peer.wait_mqtt()
+                peer.target(fw.version)
             await asyncio.sleep(s.settle_seconds)  # past startup work (for tinyota: announcing, HA discovery)
             idle = peer.rss()
             loaded = await hold_open(peer, fw, devices, s.hold_rate, s.sample_seconds)

@@ -72,6 +72,7 @@ async def run(lab: Lab, s: Settings) -> dict[str, Any]:
     runs: list[dict[str, Any]] = []
     with running(tiny, nginx, threaded, single):
         tiny.wait_mqtt()
+        tiny.target(fw.version)
         peers = [nginx, threaded, tiny]
         for i, n in enumerate(s.slow_ns):
             # Rotate the order per N so drift in the machine's load does not always hit one server.
