@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from ipaddress import ip_address
 from typing import Any
 
-from tornado import httpserver, httputil, iostream, web
+from tornado import gen, httpserver, httputil, iostream, web
 from tornado.http1connection import HTTP1Connection
 from tornado.ioloop import IOLoop
 
@@ -143,14 +143,27 @@ class _IdleBody(httputil.HTTPMessageDelegate):
         self.inner, self.conn, self.timeout = inner, conn, timeout
         self.last = 0.0
         self.timer: object | None = None
+        self.done = False
         self.loop = IOLoop.current()
 
     def headers_received(self, start_line: httputil.RequestStartLine | httputil.ResponseStartLine,
                          headers: httputil.HTTPHeaders) -> Awaitable[None] | None:
-        if headers.get("Content-Length", "0") != "0" or "Transfer-Encoding" in headers:
+        ready = self.inner.headers_received(start_line, headers)
+        if headers.get("Content-Length", "0") == "0" and "Transfer-Encoding" not in headers:
+            return ready
+        if ready is None:
+            self._arm()
+            return None
+        # A streaming handler reads no body until its prepare() is done (the login may wait for a
+        # KDF slot): the client's silence counts from then on, not the server's own delay.
+        future = gen.convert_yielded(ready)
+        self.loop.add_future(future, lambda _f: self._arm())
+        return future
+
+    def _arm(self) -> None:
+        if not self.done:
             self.last = self.loop.time()
             self.timer = self.loop.call_later(self.timeout, self._check)
-        return self.inner.headers_received(start_line, headers)
 
     def data_received(self, chunk: bytes) -> Awaitable[None] | None:
         self.last = self.loop.time()
@@ -165,6 +178,7 @@ class _IdleBody(httputil.HTTPMessageDelegate):
         self.inner.on_connection_close()
 
     def _disarm(self) -> None:
+        self.done = True
         if self.timer is not None:
             self.loop.remove_timeout(self.timer)
             self.timer = None
