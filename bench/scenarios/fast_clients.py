@@ -31,6 +31,10 @@ async def run(lab: Lab, s: Settings) -> dict[str, Any]:
         tiny.wait_mqtt()
         for size, fw in firmware.items():
             tiny.target(fw.version, users[size])
+            # A device's first download of an announced release also records that its attempt
+            # started (registry, Home Assistant state); do that before measuring, as before.
+            for device in users[size]:
+                await fast_get(tiny.port, fw, device)
         for size, fw in firmware.items():  # warm up: page cache, first-request imports, MD5 check once
             for peer in peers:
                 ok, _, error = await fast_get(peer.port, fw, users[size][0], verify=True)
