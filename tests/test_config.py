@@ -973,3 +973,37 @@ def test_device_id_server_is_reserved() -> None:
     with pytest.raises(ConfigError) as err:
         parse_config("devices:\n  server: {}\n", "config.yaml")
     assert "[config.yaml:2] devices.server: 'server' is reserved" in str(err.value)
+
+
+# ------------------------------------------------------------------ server keys of the HTTP hardening
+
+
+def test_devices_fetch_any_image_was_removed_with_a_reason(tmp_path: Path) -> None:
+    problem = only(tmp_path, "server:\n  devices_fetch_any_image: true\n")
+    assert problem.startswith("[config.yaml:2] server.devices_fetch_any_image: was removed")
+    assert "delete this line" in problem
+
+
+def test_trusted_proxies_and_the_per_address_cap(tmp_path: Path) -> None:
+    config = load(tmp_path, 'server:\n  trusted_proxies: [127.0.0.1, 10.0.0.0/8, "::1"]\n'
+                            "  limits: {max_connections_per_address: 7}\n")
+    assert [str(n) for n in config.server.trusted_proxies] == ["127.0.0.1/32", "10.0.0.0/8", "::1/128"]
+    assert config.server.limits.max_connections_per_address == 7
+    assert redact(config)["server"]["trusted_proxies"] == ["127.0.0.1/32", "10.0.0.0/8", "::1/128"]
+    json.dumps(redact(config))  # still JSON-ready
+    assert load(tmp_path, "homeassistant: {}\n").server.trusted_proxies == ()
+
+
+@pytest.mark.parametrize(("written", "says"), [
+    ("proxy.lan", "is not an IP address or network"),
+    ("10.0.0.0/33", "is not an IP address or network"),
+    ("[[1]]", "expected text"),
+])
+def test_bad_trusted_proxies(tmp_path: Path, written: str, says: str) -> None:
+    problem = only(tmp_path, f"server:\n  trusted_proxies: [{written}]\n")
+    assert problem.startswith("[config.yaml:2] server.trusted_proxies:") and says in problem, problem
+
+
+def test_trusted_proxies_must_be_a_list(tmp_path: Path) -> None:
+    problem = only(tmp_path, "server:\n  trusted_proxies: 127.0.0.1\n")
+    assert "expected a list of addresses or networks" in problem
