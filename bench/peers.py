@@ -11,6 +11,7 @@ All of them serve the very same file (tinyota's store blob) at the same URL path
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import getpass
 import hashlib
@@ -199,6 +200,7 @@ class Tinyota(Peer):
         super().__init__(workdir)
         self.devices = list(devices)
         self.prefix = prefix
+        self.mqtt_url = mqtt_url
         self.config = self.dir / "config.yaml"
         text = CONFIG.format(count=len(self.devices), port=self.port, admin=ADMIN[0], admin_password=ADMIN[1],
                              mqtt=mqtt_url, prefix=prefix, image=IMAGE, auto="true" if auto_update else "false")
@@ -250,6 +252,27 @@ class Tinyota(Peer):
             return
         for device in devices:
             self.api("POST", f"/api/devices/{device.id}/install", body)
+
+    async def report_running(self, version: str, devices: Sequence[Device], timeout: float = 30.0) -> None:
+        """Report ``version`` for each device, as it would after flashing, and wait until the
+        server has confirmed every attempt: a device then runs its target and has no attempt
+        open, so downloads in a measurement do not each record one."""
+        from bench.mqttlite import MqttLite  # asyncio-only; the rest of this module is not
+
+        host, port = self.mqtt_url.removeprefix("mqtt://").rsplit(":", 1)
+        client = await MqttLite(f"{self.prefix}-reporter").connect(host, int(port))
+        try:
+            status = json.dumps({"state": "idle", "version": version}).encode()
+            acks = [client.publish(f"{self.prefix}/{d.id}/status", status, qos=1) for d in devices]
+            await asyncio.gather(*(a for a in acks if a is not None))
+        finally:
+            await client.close()
+        deadline = time.monotonic() + timeout
+        for device in devices:
+            while (self.api("GET", f"/api/devices/{device.id}").get("attempt") or {}).get("state") != "succeeded":
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"tinyota did not confirm {device.id} running {version}")
+                await asyncio.sleep(0.05)
 
 
 # -- nginx ----------------------------------------------------------------------------------------

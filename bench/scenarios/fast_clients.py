@@ -31,10 +31,12 @@ async def run(lab: Lab, s: Settings) -> dict[str, Any]:
         tiny.wait_mqtt()
         for size, fw in firmware.items():
             tiny.target(fw.version, users[size])
-            # A device's first download of an announced release also records that its attempt
-            # started (registry, Home Assistant state); do that before measuring, as before.
+            # While an attempt is open, each whole download records that it was served (a flush
+            # to disk). Let every device download once and report the version, as after an
+            # update, so the measured downloads are what they were before: streaming only.
             for device in users[size]:
                 await fast_get(tiny.port, fw, device)
+            await tiny.report_running(fw.version, users[size])
         for size, fw in firmware.items():  # warm up: page cache, first-request imports, MD5 check once
             for peer in peers:
                 ok, _, error = await fast_get(peer.port, fw, users[size][0], verify=True)
