@@ -4,7 +4,8 @@ The registry answers from memory and writes behind: changes mark rows dirty and 
 writes them in one transaction. Progress is flushed by the half-second tick, so a burst of
 progress messages costs one commit, not thousands; anything a retained message will point at
 (a new attempt) or that decides an outcome is flushed before the service acts on it. Commits
-use ``synchronous=FULL``: once ``flush()`` returns, a power cut does not take it back. WAL mode
+use ``synchronous=FULL``: once ``flush()`` returns, a power cut does not take it back (see
+``flush(durable=False)`` for the one exception). WAL mode
 lets ``tinyota status`` read the file while the server writes it.
 """
 
@@ -81,6 +82,7 @@ class Registry:
         self._dirty_devices: set[str] = set()
         self._dirty_attempts: set[str] = set()
         self._db = self._open()
+        self._durable = True  # the connection's synchronous setting (FULL), see flush()
         self._load()
 
     def _broken(self, why: str) -> StateError:
@@ -232,12 +234,21 @@ class Registry:
     def dirty(self) -> bool:
         return bool(self._dirty_devices or self._dirty_attempts)
 
-    def flush(self) -> None:
+    def flush(self, *, durable: bool = True) -> None:
+        """Write what changed in one transaction.
+
+        ``durable=False`` skips the fsync (``synchronous=NORMAL``): the commit survives the
+        process being killed, not a power cut until the next durable flush. For facts written
+        once per download on the event loop, where an fsync each would cost throughput.
+        """
         if not self.dirty:
             return
         devices = [self._devices[d] for d in self._dirty_devices if d in self._devices]
         attempts = [self._attempts[a] for a in self._dirty_attempts]
         try:
+            if durable != self._durable:
+                self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+                self._durable = durable
             self._db.execute("BEGIN")
             self._write(devices, attempts)
             self._db.execute("COMMIT")
