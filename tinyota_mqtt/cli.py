@@ -329,6 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("demo", cmd_demo, "one command: server, embedded broker, a simulated fleet, a release")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--once", action="store_true", help="exit when the demo update is confirmed")
+
+    from tinyota_mqtt import cli_rollout
+    cli_rollout.register(sub)
     return parser
 
 

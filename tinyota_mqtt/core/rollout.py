@@ -540,10 +540,11 @@ def resume(r: Rollout, who: str, now: float) -> Rollout:
     return replace(r, state=RUNNING, reason=None, members=members, updated=now, log=_note(r, now, who, note))
 
 
-def abort(r: Rollout, who: str, now: float) -> Rollout:
+def abort(r: Rollout, who: str, now: float, reason: str | None = None) -> Rollout:
     if r.state in FINAL:
         raise ControlError(f"rollout {r.id} is already {r.state}")
-    return replace(r, state=ABORTED, reason=f"aborted by {who}", updated=now, log=_note(r, now, who, "aborted"))
+    why = reason or f"aborted by {who}"
+    return replace(r, state=ABORTED, reason=why, updated=now, log=_note(r, now, who, f"aborted: {why}"))
 
 
 # --------------------------------------------------------------------------- views and storage
