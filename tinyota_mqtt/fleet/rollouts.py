@@ -94,6 +94,7 @@ class Rollouts:
                            self.clock(), who)
         log.info("rollout %s of %s %s by %s: %d device(s) in %d wave(s); %s", rollout.id, image, version, who,
                  len(rollout.members), rollout.waves, policy.describe())
+        self._put(rollout)
         self._advance(rollout)
         self.registry.flush()
         return self.get(rollout.id)
