@@ -109,7 +109,8 @@ def test_a_failing_wave_halts_with_its_reason_and_the_rest_stay_untouched(
     rollouts = admin(server.server.port).request("GET", "/api/rollouts")
     assert [r["state"] for r in rollouts] == ["halted"]
     # The same state on the per-rollout topic, and Home Assistant's sensor for the image.
-    assert json.loads(probe.wait_for(f"{prefix}/server/rollout/{state['id']}").payload)["state"] in ("running", "halted")
+    by_id = json.loads(probe.wait_for(f"{prefix}/server/rollout/{state['id']}").payload)
+    assert by_id["state"] in ("running", "halted")
     discovery = json.loads(probe.wait_for(f"{prefix}-ha/sensor/tinyota_rollout_kitchen/config").payload)
     assert discovery["state_topic"] == f"{prefix}/server/rollout/image/kitchen"
 
@@ -249,7 +250,7 @@ def test_bulk_install_is_one_call_and_skips_devices_on_the_version(tmp_path: Pat
     assert sorted(a["device"] for a in answer["attempts"]) == ["desk-0", "desk-2"]
     from tinyota_mqtt.errors import TinyOTAError
 
-    with pytest.raises(TinyOTAError, match="404.*no device 'nope'"):
+    with pytest.raises(TinyOTAError, match=r"404.*no device 'nope'"):
         client.request("POST", "/api/install", {"devices": ["desk-0", "nope"]})
     with pytest.raises(TinyOTAError, match="not both"):
         client.request("POST", "/api/install", {"devices": ["desk-0"], "group": "manual"})
@@ -263,7 +264,7 @@ def test_start_refusals_are_clear(tmp_path: Path, servers: Any) -> None:
     config = load_config(path)
     server = servers(path, HTTP_ONLY)
     client = admin(server.server.port)
-    with pytest.raises(TinyOTAError, match="404.*no release 9.9.9"):
+    with pytest.raises(TinyOTAError, match=r"404.*no release 9\.9\.9"):
         client.request("POST", "/api/rollouts", {"image": "kitchen", "version": "9.9.9"})
     release(config, "kitchen", "2.0.0")
     cases = [({"groups": ["nope"]}, "404.*no group 'nope'"),
@@ -277,7 +278,7 @@ def test_start_refusals_are_clear(tmp_path: Path, servers: Any) -> None:
         with pytest.raises(TinyOTAError, match=message):
             client.request("POST", "/api/rollouts", {"image": "kitchen", "version": "2.0.0", **extra})
     client.request("POST", "/api/rollouts", {"image": "kitchen", "version": "2.0.0", "groups": ["manual"]})
-    with pytest.raises(TinyOTAError, match="(?s)409.*still running on manual.*abort 1"):
+    with pytest.raises(TinyOTAError, match=r"(?s)409.*still running on manual.*abort 1"):
         client.request("POST", "/api/rollouts", {"image": "kitchen", "version": "2.0.0", "groups": ["manual"]})
 
 

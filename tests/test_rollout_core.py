@@ -223,7 +223,7 @@ def test_resume_past_a_halt_acknowledges_the_failures() -> None:
 def test_json_round_trip_is_exact() -> None:
     policy = ro.Policy(waves=ro.parse_waves("a+b,25%,rest"), soak=60, retries=1,
                        window=ro.parse_window("Mon-Fri 02:00+3h Europe/Berlin"))
-    r = run(ro.start("7", "k", "2.0.0", ["g"], policy, fleet(9) + ["a", "b"], at("2026-12-01 02:10"), "admin"),
+    r = run(ro.start("7", "k", "2.0.0", ["g"], policy, [*fleet(9), "a", "b"], at("2026-12-01 02:10"), "admin"),
             World(fates={"dev-003": "busy"}), [at("2026-12-01 02:10") + t for t in range(5)])[-1]
     import json
 
