@@ -5,6 +5,7 @@
     GET  /api/rollouts/<id>               summary + members + history
     POST /api/rollouts/<id>/pause|resume|abort
     POST /api/install                     {"devices": [...]} or {"group": G}, "version"?: one call for many
+    GET  /rollouts                        the dashboard's rollout page (live through /api/events)
 
 The JSON is documented in docs/protocol.md. Who started, paused or aborted a rollout is the
 admin user name the request authenticated with.
@@ -18,6 +19,7 @@ from typing import Any
 from tinyota_mqtt.core import rollout as ro
 from tinyota_mqtt.errors import TinyOTAError
 from tinyota_mqtt.http.api import AdminHandler
+from tinyota_mqtt.http.dashboard import DashboardHandler
 
 _POLICY_FIELDS = ("waves", "advance_at", "soak", "halt_at", "halt_min", "retries", "retry_backoff", "window")
 
@@ -28,6 +30,7 @@ def routes(ctx: dict[str, Any]) -> list[Any]:
         (r"/api/rollouts/([0-9]{1,12})", RolloutHandler, ctx),
         (r"/api/rollouts/([0-9]{1,12})/(pause|resume|abort)", RolloutControlHandler, ctx),
         (r"/api/install", BulkInstallHandler, ctx),
+        (r"/rollouts", RolloutsPage, ctx),
     ]
 
 
@@ -153,3 +156,12 @@ class BulkInstallHandler(AdminHandler):
             started = self.service.install(list(dict.fromkeys(devices)), version)
         self.service.registry.flush()
         self.write_json({"attempts": [asdict(a) for a in started]}, 202)
+
+
+class RolloutsPage(DashboardHandler):
+    """GET /rollouts : every rollout, newest first, with its waves; dashboard.js keeps it live."""
+
+    def get(self) -> None:
+        rollouts = self.service.rollouts
+        self.render("rollouts.html", title="Rollouts", page="rollouts",
+                    rollouts=[rollouts.summary(r) for r in reversed(rollouts.list())])
