@@ -331,3 +331,17 @@ def test_the_kitchen_example_from_the_docs_parses() -> None:
     assert policy is not None and policy.window is not None
     assert policy.waves[0].devices == ("kitchen-1",) and policy.halt_at == 20
     assert policy.window.days == frozenset(range(5))
+
+
+def test_the_rollout_demo_halts_on_its_canary(tmp_path: Path) -> None:
+    import shutil
+
+    root = Path(__file__).parent.parent
+    text = (root / "config.yaml").read_text().replace("embedded_port: 1883", f"embedded_port: {free_port()}")
+    (tmp_path / "config.yaml").write_text(text)
+    shutil.rmtree(tmp_path / "var", ignore_errors=True)
+    out = tinyota("demo", "--rollout", "--port", str(free_port()), "-c", str(tmp_path / "config.yaml"), timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "rollout 1: halted, wave 1 of 3" in out.stdout
+    assert "lamp-1: flash write failed" in out.stdout
+    assert "lamps never told about 1.1.0: lamp-2, lamp-3, lamp-4, lamp-5, lamp-6, lamp-7, lamp-8" in out.stdout

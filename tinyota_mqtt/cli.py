@@ -249,6 +249,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     if args.log_level == "info":  # the demo prints its own story; keep the log to problems
         logging.getLogger("tinyota").setLevel(logging.WARNING)
+    if args.rollout:
+        from tinyota_mqtt.demo_rollout import run_rollout_demo
+
+        return run_rollout_demo(Path(args.config), port=args.port)
     return run_demo(Path(args.config), port=args.port, keep_running=not args.once)
 
 
@@ -335,6 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("demo", cmd_demo, "one command: server, embedded broker, a simulated fleet, a release")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--once", action="store_true", help="exit when the demo update is confirmed")
+    p.add_argument("--rollout", action="store_true", help="a staged rollout halting on a failing canary instead")
 
     from tinyota_mqtt import cli_rollout
     cli_rollout.register(sub)

@@ -99,8 +99,13 @@ class Rollouts:
         self.registry.flush()
         return self.get(rollout.id)
 
-    def on_releases(self) -> None:
-        """A release appeared (or the server started): groups with a rollout policy follow it."""
+    def on_releases(self, *, startup: bool = False) -> None:
+        """A release appeared (or the server started): groups with a rollout policy follow it.
+
+        At start-up a release may have been added while the server was down, so it is rolled out
+        too, but only when a device is *known* to run something else: on a fresh state file no
+        device has reported yet, and the release already installed everywhere must not go out again.
+        """
         for group in self.config.groups.values():
             if not (group.auto_update and group.rollout is not None):
                 continue
@@ -111,7 +116,8 @@ class Rollouts:
             if any(r.version == latest.version for r in mine):
                 continue  # already rolled out (or rolling), whatever became of it
             outdated = [d for d in self.config.members(group.name)
-                        if self.registry.device(d.id).version != latest.version]
+                        if self.registry.device(d.id).version != latest.version
+                        and not (startup and self.registry.device(d.id).version is None)]
             if not outdated:
                 continue
             for old in mine:
