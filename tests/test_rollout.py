@@ -237,6 +237,33 @@ def test_kill_9_and_restart_resume_where_it_was(tmp_path: Path, broker: Mosquitt
     assert [h["state"] for h in history] == ["succeeded"]  # the canary was told once
 
 
+def test_a_timed_out_attempt_is_announced_again_after_its_backoff(
+        tmp_path: Path, broker: Mosquitto, prefix: str, servers: Any, sims: list[SimDevice]) -> None:
+    """light-0 is asleep for its first announcement, which times out; the retry finds it awake."""
+    extra = "      retries: 4\n      retry_backoff: 1s\n"
+    path = write_config(tmp_path, mqtt=broker.url, prefix=prefix, timeout="3s",
+                        text=config_text(lights=2, manual=0, extra=extra))
+    config = load_config(path)
+    server = servers(path)
+    release(config, "kitchen", "2.0.0")
+
+    def canary() -> ro.Member | None:
+        rollouts = server.call(server.service.registry.rollouts)
+        return rollouts[0].member("light-0") if rollouts else None
+
+    wait_until(lambda: (m := canary()) is not None and m.state == ro.RETRY, 30, "the first attempt to time out")
+    # (A device waking now would act on the first announcement, still retained, and count as a
+    # success: wait for the second announcement so the retry itself is what gets tested.)
+    wait_until(lambda: (m := canary()) is not None and m.state == ro.ANNOUNCED and m.tries == 2, 30, "the retry")
+    sims += devices_for(config, None, "lights", broker.url, "1.0.0")
+    start_sims(sims)
+    wait_until(lambda: server.call(server.service.registry.rollouts)[0].state == ro.COMPLETED, 60, "completion")
+    member = canary()
+    assert member is not None and member.state == ro.SUCCEEDED and member.tries >= 2
+    history = [a.state for a in reversed(announced_to(server, "light-0"))]  # oldest first
+    assert history[0] == "timed_out" and history[-1] == "succeeded"
+
+
 def test_bulk_install_is_one_call_and_skips_devices_on_the_version(tmp_path: Path, servers: Any) -> None:
     from tests.test_http import HTTP_ONLY
 

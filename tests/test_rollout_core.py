@@ -88,6 +88,7 @@ def test_bad_waves_are_refused(text: str) -> None:
 def test_only_server_refusals_and_timeouts_are_retried() -> None:
     assert ro.worth_retrying(att.TIMED_OUT, None)
     assert ro.worth_retrying(att.FAILED, "HTTP error: 503 Service Unavailable")
+    assert ro.worth_retrying(att.FAILED, "Wrong HTTP Code")  # what ESP8266httpUpdate says for a 503
     assert not ro.worth_retrying(att.FAILED, "MD5 check failed")
     assert [ro.backoff(n, 30) for n in (1, 2, 3)] == [30, 60, 120]
 

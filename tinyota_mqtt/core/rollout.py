@@ -293,7 +293,9 @@ def backoff(tries: int, base: float, cap: float = 3600.0) -> float:
     return float(min(cap, base * 2 ** max(0, tries - 1)))
 
 
-_SERVER_REFUSAL = re.compile(r"\b(429|503)\b|not yet available|too many", re.IGNORECASE)
+# The simulator and host client report the status ("HTTP error: 503 ..."); the ESP cores only say
+# "Wrong HTTP Code" for any status other than 200/304/401/403/404, i.e. the server's side.
+_SERVER_REFUSAL = re.compile(r"\b(429|503)\b|not yet available|too many|wrong http code", re.IGNORECASE)
 
 
 def worth_retrying(state: str, error: str | None) -> bool:
