@@ -86,63 +86,91 @@ def test_bad_waves_are_refused(text: str) -> None:
 
 
 def test_only_server_refusals_and_timeouts_are_retried() -> None:
-    assert ro.worth_retrying(att.TIMED_OUT, None)
-    assert ro.worth_retrying(att.FAILED, "HTTP error: 503 Service Unavailable")
-    assert ro.worth_retrying(att.FAILED, "Wrong HTTP Code")  # what ESP8266httpUpdate says for a 503
-    assert not ro.worth_retrying(att.FAILED, "MD5 check failed")
-    assert [ro.backoff(n, 30) for n in (1, 2, 3)] == [30, 60, 120]
+    from tinyota_mqtt.core import retry
+
+    def ended(state: str, error: str | None) -> att.Attempt:
+        return att.Attempt("a", "d", "2.0.0", "1.0.0", state, 0.0, 1.0, 1.0, error)
+
+    # The rollout leans on the announcer's rule (core/retry.py): these are the cases it relies on.
+    assert retry.transient(ended(att.TIMED_OUT, None))
+    assert retry.transient(ended(att.FAILED, "HTTP error: 503 Service Unavailable"))
+    assert retry.transient(ended(att.FAILED, "Wrong HTTP Code"))  # what ESP8266httpUpdate says for a 503
+    assert not retry.transient(ended(att.FAILED, "MD5 check failed"))
+    assert not retry.transient(ended(att.FAILED, "flash write failed (simulated with --fail)"))
 
 
 # -- a small world that carries out actions -------------------------------------------------------
 
 @dataclass
 class World:
-    """Attempts as the registry would hold them; each device has a fate for its attempts."""
+    """The registry and the announcer as the model sees them: attempts per device, each device
+    with a fate. Like the real announcer, the world retries an attempt that ended for a reason
+    not the image's (a timeout, a busy server) up to ``retries`` times, unless the device is held."""
 
     version: str = "2.0.0"
     fates: dict[str, str] = field(default_factory=dict)  # device -> succeed | fail | timeout | busy | silent
-    attempts: dict[str, tuple[str, str, str | None]] = field(default_factory=dict)  # id -> device, state, error
-    announced: list[tuple[float, str]] = field(default_factory=list)
+    retries: int = 0
+    attempts: dict[str, list[tuple[str, str, str | None]]] = field(default_factory=dict)  # device -> [(id, state, error)]
+    held: set[str] = field(default_factory=set)
+    announced: list[tuple[float, str]] = field(default_factory=list)  # by the rollout
+    retried: list[tuple[float, str]] = field(default_factory=list)  # by the "announcer"
     running: dict[str, str] = field(default_factory=dict)
     ids: itertools.count[int] = field(default_factory=itertools.count)
+
+    def _open(self, device: str) -> str:
+        attempt = f"a{next(self.ids)}"
+        self.attempts.setdefault(device, []).append((attempt, att.PENDING, None))
+        return attempt
 
     def apply(self, r: ro.Rollout, actions: list[ro.Action], now: float) -> ro.Rollout:
         for action in actions:
             if isinstance(action, ro.Announce):
-                attempt = f"a{next(self.ids)}"
-                self.attempts[attempt] = (action.device, att.PENDING, None)
+                self.held.discard(action.device)
                 self.announced.append((now, action.device))
-                r = ro.bind(r, action.device, attempt)
+                r = ro.bind(r, action.device, self._open(action.device))
             else:
-                device, _, _ = self.attempts[action.attempt]
-                self.attempts[action.attempt] = (device, att.CANCELLED, "cancelled")
+                self.held.add(action.device)
+                history = self.attempts.get(action.device, [])
+                if history and history[-1][1] == att.PENDING:
+                    history[-1] = (history[-1][0], att.CANCELLED, "cancelled")
         return r
 
-    def progress(self) -> None:
-        """Every pending attempt moves one step according to its device's fate."""
-        for attempt, (device, state, _) in list(self.attempts.items()):
+    def _retrying(self, device: str) -> bool:
+        history = self.attempts.get(device, [])
+        return bool(history) and device not in self.held and history[-1][1] in (att.FAILED, att.TIMED_OUT) \
+            and self.fates.get(device) in ("timeout", "busy") and len(history) <= self.retries
+
+    def progress(self, now: float) -> None:
+        """Every pending attempt moves one step according to its device's fate; due retries go out."""
+        for device, history in self.attempts.items():
+            if self._retrying(device):
+                self.retried.append((now, device))
+                self._open(device)
+                continue
+            attempt, state, _ = history[-1]
             if state != att.PENDING:
                 continue
             fate = self.fates.get(device, "succeed")
             if fate == "succeed":
-                self.attempts[attempt] = (device, att.SUCCEEDED, None)
+                history[-1] = (attempt, att.SUCCEEDED, None)
                 self.running[device] = self.version
             elif fate == "fail":
-                self.attempts[attempt] = (device, att.FAILED, "MD5 check failed")
+                history[-1] = (attempt, att.FAILED, "MD5 check failed")
             elif fate == "timeout":
-                self.attempts[attempt] = (device, att.TIMED_OUT, "no confirmation within 600 s")
+                history[-1] = (attempt, att.TIMED_OUT, "no confirmation within 600 s")
             elif fate == "busy":
-                self.attempts[attempt] = (device, att.FAILED, "HTTP error: 503 Service Unavailable")
+                history[-1] = (attempt, att.FAILED, "HTTP error: 503 Service Unavailable")
             # silent: stays pending (the device is off)
 
     def observe(self, r: ro.Rollout) -> dict[str, ro.Observation]:
         seen = {}
         for m in r.members:
-            known = self.attempts.get(m.attempt or "")
+            history = self.attempts.get(m.device)
+            newest = history[-1] if history else None
             seen[m.device] = ro.Observation(
-                version=self.running.get(m.device, "1.0.0"),
-                attempt=m.attempt if known else None, state=known[1] if known else None,
-                error=known[2] if known else None)
+                version=self.running.get(m.device, "1.0.0"), attempt=newest[0] if newest else None,
+                target=self.version if newest else None, state=newest[1] if newest else None,
+                error=newest[2] if newest else None, retrying=self._retrying(m.device))
         return seen
 
 
@@ -152,7 +180,7 @@ def run(r: ro.Rollout, world: World, times: list[float]) -> list[ro.Rollout]:
         r, actions = ro.step(r, world.observe(r), now)
         r = world.apply(r, actions, now)
         seen.append(r)
-        world.progress()
+        world.progress(now)
     return seen
 
 
@@ -183,14 +211,27 @@ def test_clean_rollout_goes_wave_by_wave_with_soak() -> None:
     assert min(first_time[d] for d in ids[4:]) >= 20
 
 
-def test_retries_with_backoff_then_failure_counts() -> None:
-    world = World(fates={"dev-000": "busy"})
-    policy = ro.Policy(waves=(ro.REST,), retries=2, retry_backoff=5, halt_at=None, advance_at=0)
+def test_a_retry_is_not_an_ending_and_the_last_failure_counts() -> None:
+    world = World(fates={"dev-000": "busy"}, retries=2)
+    policy = ro.Policy(waves=(ro.REST,), halt_at=None, advance_at=0)
     states = run(ro.start("1", "k", "2.0.0", ["g"], policy, ["dev-000"], 0.0, "a"), world,
-                 [float(t) for t in range(30)])
-    tries = [t for t, d in world.announced]
-    assert tries == [0, 6, 17]  # 5 s then 10 s after each refusal was seen (one step later)
-    assert states[-1].members[0].state == ro.FAILED and states[-1].state == ro.COMPLETED
+                 [float(t) for t in range(10)])
+    assert [t for t, _ in world.announced] == [0.0]  # the rollout announces once...
+    assert len(world.retried) == 2                    # ...the announcer retries twice
+    assert [s.members[0].state for s in states[1:4]] == [ro.ANNOUNCED, ro.RETRY, ro.ANNOUNCED]
+    last = states[-1].members[0]
+    assert last.state == ro.FAILED and last.tries == 3 and states[-1].state == ro.COMPLETED
+
+
+def test_a_halt_holds_the_retries_the_announcer_had_scheduled() -> None:
+    world = World(fates={"dev-000": "fail", "dev-001": "busy"}, retries=5)
+    policy = ro.Policy(waves=(ro.REST,), halt_at=50)
+    r = run(ro.start("1", "k", "2.0.0", ["g"], policy, fleet(2), 0.0, "a"), world, [0.0, 1.0, 2.0, 3.0])[-1]
+    assert r.state == ro.HALTED
+    assert "dev-001" in world.held and r.member("dev-001").state == ro.WAITING
+    retried = len(world.retried)
+    run(r, world, [4.0, 5.0, 6.0])
+    assert len(world.retried) == retried  # nothing more reaches the device while halted
 
 
 def test_pause_withdraws_unstarted_announcements_and_resume_continues() -> None:
@@ -202,7 +243,7 @@ def test_pause_withdraws_unstarted_announcements_and_resume_continues() -> None:
     r, actions = ro.step(r, world.observe(r), 2.0)
     assert sorted(a.device for a in actions if isinstance(a, ro.Withdraw)) == fleet(3)
     r = world.apply(r, actions, 2.0)
-    assert all(m.state == ro.WAITING and m.tries == 0 for m in r.members)
+    assert all(m.state == ro.WAITING for m in r.members) and world.held == set(fleet(3))
     world.fates.clear()
     r = ro.resume(r, "bob", 3.0)
     r = run(r, world, [4.0, 5.0, 6.0])[-1]
@@ -222,10 +263,10 @@ def test_resume_past_a_halt_acknowledges_the_failures() -> None:
 
 
 def test_json_round_trip_is_exact() -> None:
-    policy = ro.Policy(waves=ro.parse_waves("a+b,25%,rest"), soak=60, retries=1,
+    policy = ro.Policy(waves=ro.parse_waves("a+b,25%,rest"), soak=60,
                        window=ro.parse_window("Mon-Fri 02:00+3h Europe/Berlin"))
     r = run(ro.start("7", "k", "2.0.0", ["g"], policy, [*fleet(9), "a", "b"], at("2026-12-01 02:10"), "admin"),
-            World(fates={"dev-003": "busy"}), [at("2026-12-01 02:10") + t for t in range(5)])[-1]
+            World(fates={"dev-003": "busy"}, retries=1), [at("2026-12-01 02:10") + t for t in range(5)])[-1]
     import json
 
     assert ro.from_json(json.loads(json.dumps(ro.to_json(r)))) == r
@@ -250,9 +291,9 @@ def test_rollout_invariants(n: int, fates: list[str], waves: str, window: str | 
                             halt_min: int, retries: int, soak: float, start: float, steps: list[float],
                             controls: list[tuple[int, str]]) -> None:
     ids = fleet(n)
-    policy = ro.Policy(waves=ro.parse_waves(waves), halt_at=halt_at, halt_min=halt_min, retries=retries,
-                       retry_backoff=300, soak=soak, window=ro.parse_window(window) if window else None)
-    world = World(fates=dict(zip(ids, fates, strict=False)))
+    policy = ro.Policy(waves=ro.parse_waves(waves), halt_at=halt_at, halt_min=halt_min, soak=soak,
+                       window=ro.parse_window(window) if window else None)
+    world = World(fates=dict(zip(ids, fates, strict=False)), retries=retries)
     r = ro.start("1", "k", "2.0.0", ["g"], policy, ids, start, "admin")
     assert sorted(m.device for m in r.members) == ids  # every eligible device in exactly one wave
     members = {m.device: m.wave for m in r.members}
@@ -295,6 +336,10 @@ def test_rollout_invariants(n: int, fates: list[str], waves: str, window: str | 
         again = ro.from_json(json.loads(json.dumps(ro.to_json(before))))
         assert ro.step(again, world.observe(before), now) == (r, actions)
         r = world.apply(r, actions, now)
-        world.progress()
+        held_before = set(world.held)
+        retried = len(world.retried)
+        world.progress(now)
+        # The announcer's retries never reach a device the rollout withdrew.
+        assert not {d for _, d in world.retried[retried:]} & held_before
     for t, _ in world.announced:
         assert policy.window is None or policy.window.is_open(t)

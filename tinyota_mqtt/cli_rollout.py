@@ -33,7 +33,7 @@ def _print_status(body: dict[str, Any]) -> None:
     if "window_open" in body:
         print(f"  window: {'open now' if body['window_open'] else 'closed; opens ' + _when(body['next_window'])}")
     print(f"  devices: {body['devices']}: {counts['succeeded']} succeeded, {counts['failed']} failed, "
-          f"{counts['announced']} in progress, {counts['retry']} to retry, {counts['waiting']} waiting, "
+          f"{counts['announced']} in progress, {counts['retry']} waiting for a retry, {counts['waiting']} waiting, "
           f"{counts['cancelled']} cancelled")
     for wave in body["waves"]:
         print(f"  wave {wave['wave']}: {wave['devices']} device(s): {wave['succeeded']} ok, {wave['failed']} failed, "
@@ -47,7 +47,7 @@ def cmd_start(args: argparse.Namespace) -> int:
     for key in ("waves", "halt_at", "advance_at", "window"):
         if getattr(args, key) is not None:
             body[key] = getattr(args, key)
-    for key in ("halt_min", "retries", "soak", "retry_backoff"):
+    for key in ("halt_min", "soak"):
         if getattr(args, key) is not None:
             body[key] = getattr(args, key)
     answer = _client(args).request("POST", "/api/rollouts", body)
@@ -121,8 +121,6 @@ def register(sub: Any) -> None:
     p.add_argument("--halt-min", dest="halt_min", type=int, help="...once at least this many ended (default 1)")
     p.add_argument("--advance-at", dest="advance_at", help="share of a wave that must succeed (default 100%%)")
     p.add_argument("--soak", type=float, help="seconds to wait after a wave succeeded")
-    p.add_argument("--retries", type=int, help="announce again after a timeout or server refusal, this many times")
-    p.add_argument("--retry-backoff", dest="retry_backoff", type=float, help="seconds before the first retry")
     p.add_argument("--window", help="maintenance window, e.g. 'Mon-Fri 02:00+3h Europe/Berlin'")
     p.add_argument("--json", action="store_true")
 

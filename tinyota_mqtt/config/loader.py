@@ -540,8 +540,6 @@ def _rollout_section() -> _Section:
             "soak": _Opt(_rollout_soak),
             "halt_at": _Opt(_rollout_halt_at),
             "halt_min": _Opt(_integer(1, 1_000_000)),
-            "retries": _Opt(_integer(0, 20)),
-            "retry_backoff": _Opt(_duration),
             "window": _Opt(_rollout_window, nullable=True),
         },
     )

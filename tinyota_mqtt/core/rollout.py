@@ -1,4 +1,4 @@
-"""Staged rollouts as a pure transition function: waves, advance and halt rules, retries, windows.
+"""Staged rollouts as a pure transition function: waves, advance and halt rules, windows.
 
 A rollout takes one release to a fixed, ordered list of waves of devices::
 
@@ -16,6 +16,11 @@ Nothing here reads a clock, a file or the network, so the rules can be checked b
 
 Waves are planned once, at the start, from the eligible devices in sorted order, and stored: a
 restarted server continues with the very same members.
+
+Retries are not decided here: the announcer retries an attempt that ended for a reason not the
+image's (``core/retry.py``, the group's ``retries`` and ``retry_backoff``), and the runner tells
+this model whether a retry is coming (``Observation.retrying``). A member waiting for one is not
+counted as ended, so it neither fails the halt rule nor completes its wave yet.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ FINAL = (COMPLETED, ABORTED)
 # A member (one device of one rollout):
 WAITING = "waiting"      # not announced yet (or its announcement was withdrawn before it started)
 ANNOUNCED = "announced"  # an attempt is open
-RETRY = "retry"          # its attempt ended in a way worth another try, after ``retry_at``
+RETRY = "retry"          # its attempt ended, and the announcer will try again after a back-off
 SUCCEEDED = "succeeded"
 FAILED = "failed"        # failed or timed out with no tries left: counts against the halt rule
 CANCELLED = "cancelled"  # someone cancelled or replaced its attempt: neither success nor failure
@@ -234,15 +239,13 @@ def parse_percent(text: str, what: str) -> float:
 
 @dataclass(frozen=True)
 class Policy:
-    """How a rollout goes: its waves, when a wave advances, when it halts, retries, its window."""
+    """How a rollout goes: its waves, when a wave advances, when it halts, its window."""
 
     waves: tuple[WaveSpec, ...] = (REST,)
     advance_at: float = 100.0   # % of a wave that must succeed before the next one starts
     soak: float = 0.0           # seconds to wait after a wave met advance_at
     halt_at: float | None = 20.0  # % of ended attempts failed or timed out that halts; None: never
     halt_min: int = 1           # ...once at least this many have ended (per wave and overall)
-    retries: int = 0            # extra announcements for a refused or timed-out attempt
-    retry_backoff: float = 60.0  # seconds before the first retry; doubles each time
     window: Window | None = None
 
     def describe(self) -> str:
@@ -251,8 +254,6 @@ class Policy:
             parts.append(f"soak {self.soak:g}s")
         parts.append("never halt" if self.halt_at is None else
                      f"halt at {self.halt_at:g}% of at least {self.halt_min} ended")
-        if self.retries:
-            parts.append(f"{self.retries} retries from {self.retry_backoff:g}s")
         if self.window:
             parts.append(f"window {self.window.text}")
         return ", ".join(parts)
@@ -285,25 +286,6 @@ def plan_waves(specs: Sequence[WaveSpec], eligible: Sequence[str]) -> tuple[tupl
     return tuple(waves)
 
 
-# --------------------------------------------------------------------------- retry rule
-
-
-def backoff(tries: int, base: float, cap: float = 3600.0) -> float:
-    """Seconds to wait before announcement number ``tries + 1``: base, 2·base, 4·base… up to cap."""
-    return float(min(cap, base * 2 ** max(0, tries - 1)))
-
-
-# The simulator and host client report the status ("HTTP error: 503 ..."); the ESP cores only say
-# "Wrong HTTP Code" for any status other than 200/304/401/403/404, i.e. the server's side.
-_SERVER_REFUSAL = re.compile(r"\b(429|503)\b|not yet available|too many|wrong http code", re.IGNORECASE)
-
-
-def worth_retrying(state: str, error: str | None) -> bool:
-    """A timeout, or a download the *server* turned away for now (busy, rate limit): the image
-    is not at fault. A device that reported a failed flash or a bad MD5 is not retried."""
-    return state == att.TIMED_OUT or (state == att.FAILED and bool(error) and bool(_SERVER_REFUSAL.search(error or "")))
-
-
 # --------------------------------------------------------------------------- the rollout
 
 
@@ -313,8 +295,7 @@ class Member:
     wave: int
     state: str = WAITING
     attempt: str | None = None
-    tries: int = 0  # announcements made that the device may have acted on
-    retry_at: float | None = None
+    tries: int = 0  # attempts seen for it (the announcer's retries included)
     error: str | None = None
     acknowledged: bool = False  # a failure someone resumed past: no longer counts in the thresholds
 
@@ -357,13 +338,14 @@ class Rollout:
 
 @dataclass(frozen=True)
 class Observation:
-    """What the registry says about one member's device: what it runs, and the attempt the
-    rollout opened for it (looked up by id)."""
+    """What the registry says about one member's device: what it runs, and its newest attempt."""
 
     version: str | None = None
     attempt: str | None = None
+    target: str | None = None  # the version that attempt announced
     state: str | None = None  # the attempt's state (core/attempts.py)
     error: str | None = None
+    retrying: bool = False  # it ended, and the announcer will announce again (core/retry.py)
 
 
 @dataclass(frozen=True)
@@ -373,8 +355,9 @@ class Announce:
 
 @dataclass(frozen=True)
 class Withdraw:
+    """Cancel the device's unstarted announcement and hold it, so no retry goes out either."""
+
     device: str
-    attempt: str
 
 
 Action = Announce | Withdraw
@@ -399,26 +382,35 @@ def _note(r: Rollout, now: float, who: str, what: str) -> tuple[Entry, ...]:
     return (*r.log, Entry(now, who, what))
 
 
-def _fold(r: Rollout, m: Member, o: Observation | None, now: float) -> Member:
-    """A member after what its device's attempt says."""
-    if o is not None and o.version == r.version and m.state in (WAITING, RETRY, ANNOUNCED):
-        return replace(m, state=SUCCEEDED, retry_at=None, error=None)
-    if m.state != ANNOUNCED or o is None or m.attempt is None:
+def _fold(r: Rollout, m: Member, o: Observation | None) -> Member:
+    """A member after what its device and its newest attempt say."""
+    if o is None:
         return m
-    if o.attempt != m.attempt or o.state is None:
-        # The registry does not know the attempt (its record was lost with the last half second
-        # before a kill -9): announce again; that try did not count.
-        return replace(m, state=WAITING, attempt=None, tries=max(0, m.tries - 1))
+    if o.version == r.version and m.state in (WAITING, RETRY, ANNOUNCED):
+        return replace(m, state=SUCCEEDED, error=None)
+    mine = o.attempt is not None and o.target == r.version
+    if m.state == WAITING:
+        if mine and o.state in att.OPEN:
+            # Announced before a crash took the rollout's own record of it: adopt the attempt.
+            return replace(m, state=ANNOUNCED, attempt=o.attempt, tries=m.tries + 1)
+        return m
+    if m.state not in (ANNOUNCED, RETRY) or m.attempt is None:
+        return m
+    if o.attempt is None:
+        return replace(m, state=WAITING, attempt=None)  # its attempt is unknown: announce again
+    if not mine:
+        return replace(m, state=CANCELLED, error=f"replaced by an announcement of {o.target}")
+    if o.attempt != m.attempt:
+        m = replace(m, attempt=o.attempt, tries=m.tries + 1)  # the announcer's retry
+    if o.state in att.OPEN:
+        return replace(m, state=ANNOUNCED)
     if o.state == att.SUCCEEDED:
         return replace(m, state=SUCCEEDED, error=None)
     if o.state == att.CANCELLED:
         return replace(m, state=CANCELLED, error=o.error or "cancelled")
     if o.state in (att.FAILED, att.TIMED_OUT):
-        error = o.error or o.state
-        if worth_retrying(o.state, o.error) and m.tries <= r.policy.retries:
-            return replace(m, state=RETRY, retry_at=now + backoff(m.tries, r.policy.retry_backoff), error=error)
-        return replace(m, state=FAILED, error=error)
-    return m  # still open
+        return replace(m, state=RETRY if o.retrying else FAILED, error=o.error or o.state)
+    return m
 
 
 def _halt_reason(r: Rollout) -> str | None:
@@ -439,16 +431,17 @@ def _halt_reason(r: Rollout) -> str | None:
 
 
 def _withdrawals(r: Rollout, observations: Mapping[str, Observation]) -> tuple[list[Member], list[Action]]:
-    """Take back announcements that no device has started yet: when a rollout may not announce
-    (paused, halted, aborted, outside its window), nothing should wait for it on the broker."""
+    """Take back what would still reach a device: announcements no device has started, and the
+    retries the announcer has scheduled. Used whenever a rollout may not announce (paused,
+    halted, aborted, outside its window); those members are announced again when it may."""
     members: list[Member] = []
     actions: list[Action] = []
     for m in r.members:
         o = observations.get(m.device)
-        if m.state == ANNOUNCED and m.attempt is not None and o is not None and o.attempt == m.attempt \
-                and o.state == att.PENDING:
-            actions.append(Withdraw(m.device, m.attempt))
-            m = replace(m, state=WAITING, attempt=None, tries=m.tries - 1)
+        unstarted = m.state == ANNOUNCED and o is not None and o.attempt == m.attempt and o.state == att.PENDING
+        if unstarted or m.state == RETRY:
+            actions.append(Withdraw(m.device))
+            m = replace(m, state=WAITING, attempt=None)
         members.append(m)
     return members, actions
 
@@ -456,7 +449,7 @@ def _withdrawals(r: Rollout, observations: Mapping[str, Observation]) -> tuple[l
 def step(r: Rollout, observations: Mapping[str, Observation], now: float) -> tuple[Rollout, list[Action]]:
     """The rollout after ``observations`` at ``now``, and what to announce or withdraw."""
     before = r
-    members = tuple(_fold(r, m, observations.get(m.device), now) for m in r.members)
+    members = tuple(_fold(r, m, observations.get(m.device)) for m in r.members)
     r = replace(r, members=members)
     if r.state in (SCHEDULED, RUNNING):
         reason = _halt_reason(r)
@@ -494,10 +487,9 @@ def step(r: Rollout, observations: Mapping[str, Observation], now: float) -> tup
             r = replace(r, state=RUNNING, log=_note(r, now, "rollout", "running"))
         out = []
         for m in r.members:
-            due = m.state == WAITING or (m.state == RETRY and m.retry_at is not None and m.retry_at <= now)
-            if m.wave == r.wave and due:
+            if m.wave == r.wave and m.state == WAITING:
                 actions.append(Announce(m.device))
-                m = replace(m, state=ANNOUNCED, attempt=None, tries=m.tries + 1, retry_at=None)
+                m = replace(m, state=ANNOUNCED, attempt=None, tries=m.tries + 1)
             out.append(m)
         r = replace(r, members=tuple(out))
     return (replace(r, updated=now) if r != before else r), actions
@@ -577,9 +569,8 @@ def to_json(r: Rollout) -> dict[str, Any]:
     return {
         "id": r.id, "image": r.image, "version": r.version, "groups": list(r.groups),
         "policy": {"waves": [w.text() for w in p.waves], "advance_at": p.advance_at, "soak": p.soak,
-                   "halt_at": p.halt_at, "halt_min": p.halt_min, "retries": p.retries,
-                   "retry_backoff": p.retry_backoff, "window": p.window.text if p.window else None},
-        "members": [[m.device, m.wave, m.state, m.attempt, m.tries, m.retry_at, m.error, m.acknowledged]
+                   "halt_at": p.halt_at, "halt_min": p.halt_min, "window": p.window.text if p.window else None},
+        "members": [[m.device, m.wave, m.state, m.attempt, m.tries, m.error, m.acknowledged]
                     for m in r.members],
         "waves": r.waves, "state": r.state, "wave": r.wave, "reason": r.reason, "created": r.created,
         "updated": r.updated, "soak_from": r.soak_from, "started_by": r.started_by,
@@ -590,8 +581,8 @@ def to_json(r: Rollout) -> dict[str, Any]:
 def from_json(body: Mapping[str, Any]) -> Rollout:
     p = body["policy"]
     policy = Policy(waves=tuple(parse_wave(w) for w in p["waves"]), advance_at=p["advance_at"], soak=p["soak"],
-                    halt_at=p["halt_at"], halt_min=p["halt_min"], retries=p["retries"],
-                    retry_backoff=p["retry_backoff"], window=parse_window(p["window"]) if p["window"] else None)
+                    halt_at=p["halt_at"], halt_min=p["halt_min"],
+                    window=parse_window(p["window"]) if p["window"] else None)
     return Rollout(
         id=body["id"], image=body["image"], version=body["version"], groups=tuple(body["groups"]), policy=policy,
         members=tuple(Member(*m) for m in body["members"]), waves=body["waves"], state=body["state"],

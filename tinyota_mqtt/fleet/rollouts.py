@@ -17,7 +17,8 @@ import logging
 from collections.abc import Callable, Sequence
 
 from tinyota_mqtt.config.model import Config
-from tinyota_mqtt.core import hass_rollout, protocol
+from tinyota_mqtt.core import attempts as att
+from tinyota_mqtt.core import hass_rollout, protocol, retry
 from tinyota_mqtt.core import rollout as ro
 from tinyota_mqtt.errors import NotFound, TinyOTAError
 from tinyota_mqtt.fleet.announcer import Announcer
@@ -150,17 +151,32 @@ class Rollouts:
 
     def tick(self) -> None:
         for rollout in self.registry.rollouts():
-            if rollout.active or any(m.state == ro.ANNOUNCED for m in rollout.members):
+            if rollout.active or any(m.state in (ro.ANNOUNCED, ro.RETRY) for m in rollout.members):
                 self._advance(rollout)
 
     def _observe(self, rollout: ro.Rollout) -> dict[str, ro.Observation]:
+        now = self.clock()
+        try:
+            sha256: str | None = self.store.get(rollout.image, rollout.version).sha256
+        except NotFound:
+            sha256 = None  # deleted meanwhile; the next announce halts the rollout with the reason
         seen = {}
         for m in rollout.members:
             record = self.registry.device(m.device)
-            attempt = self.registry.attempt(m.attempt) if m.state == ro.ANNOUNCED and m.attempt else None
+            current = self.registry.open_attempt(m.device)
+            recent: list[att.Attempt] = [current] if current else []
+            group = self.config.group_of(m.device)
+            policy = retry.RetryPolicy(group.retries, group.retry_backoff) if group else retry.RetryPolicy()
+            if current is None and m.state in (ro.ANNOUNCED, ro.RETRY):
+                # Ended: the newest attempts say how, and whether the announcer tries again.
+                recent = self.registry.recent_attempts(m.device, policy.retries + 1)
+            newest = recent[0] if recent else None
+            retrying = newest is not None and newest.state in (att.FAILED, att.TIMED_OUT) and \
+                retry.decide((rollout.version, sha256), record.version, recent, policy, now).at is not None
             seen[m.device] = ro.Observation(
-                version=record.version, attempt=attempt.id if attempt else None,
-                state=attempt.state if attempt else None, error=attempt.error if attempt else None)
+                version=record.version, attempt=newest.id if newest else None,
+                target=newest.version if newest else None, state=newest.state if newest else None,
+                error=newest.error if newest else None, retrying=retrying)
         return seen
 
     def _advance(self, rollout: ro.Rollout) -> None:

@@ -21,7 +21,7 @@ from tinyota_mqtt.errors import TinyOTAError
 from tinyota_mqtt.http.api import AdminHandler
 from tinyota_mqtt.http.dashboard import DashboardHandler
 
-_POLICY_FIELDS = ("waves", "advance_at", "soak", "halt_at", "halt_min", "retries", "retry_backoff", "window")
+_POLICY_FIELDS = ("waves", "advance_at", "soak", "halt_at", "halt_min", "window")
 
 
 def routes(ctx: dict[str, Any]) -> list[Any]:
@@ -80,13 +80,10 @@ def policy_from(body: dict[str, Any], base: ro.Policy) -> ro.Policy:
         changes["halt_at"] = None if body["halt_at"] in (None, "never") else _percent(body, "halt_at")
     if body.get("soak") is not None:
         changes["soak"] = _number(body, "soak", 0, 30 * 86400)
-    if body.get("retry_backoff") is not None:
-        changes["retry_backoff"] = _number(body, "retry_backoff", 1, 86400)
-    for key, high in (("halt_min", 1_000_000), ("retries", 20)):
-        if body.get(key) is not None:
-            if not isinstance(body[key], int) or isinstance(body[key], bool):
-                raise TinyOTAError(f"{key} must be a whole number")
-            changes[key] = int(_number(body, key, 1 if key == "halt_min" else 0, high))
+    if body.get("halt_min") is not None:
+        if not isinstance(body["halt_min"], int) or isinstance(body["halt_min"], bool):
+            raise TinyOTAError("halt_min must be a whole number")
+        changes["halt_min"] = int(_number(body, "halt_min", 1, 1_000_000))
     return replace(base, **changes)
 
 
@@ -94,7 +91,7 @@ def detail(summary: dict[str, Any], rollout: ro.Rollout) -> dict[str, Any]:
     return {
         **summary,
         "members": [{"device": m.device, "wave": m.wave + 1, "state": m.state, "attempt": m.attempt,
-                     "tries": m.tries, "retry_at": m.retry_at, "error": m.error, "acknowledged": m.acknowledged}
+                     "tries": m.tries, "error": m.error, "acknowledged": m.acknowledged}
                     for m in rollout.members],
         "history": [asdict(e) for e in rollout.log],
     }
