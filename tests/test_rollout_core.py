@@ -110,7 +110,8 @@ class World:
     version: str = "2.0.0"
     fates: dict[str, str] = field(default_factory=dict)  # device -> succeed | fail | timeout | busy | silent
     retries: int = 0
-    attempts: dict[str, list[tuple[str, str, str | None]]] = field(default_factory=dict)  # device -> [(id, state, error)]
+    # device -> [(attempt id, state, error)], oldest first
+    attempts: dict[str, list[tuple[str, str, str | None]]] = field(default_factory=dict)
     held: set[str] = field(default_factory=set)
     announced: list[tuple[float, str]] = field(default_factory=list)  # by the rollout
     retried: list[tuple[float, str]] = field(default_factory=list)  # by the "announcer"

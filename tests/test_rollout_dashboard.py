@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.conftest import Mosquitto, release, wait_until, write_config
-from tests.test_dashboard import browser, open_live, pages, row  # noqa: F401 - fixtures
+from tests.test_dashboard import open_live, pages, row  # noqa: F401 - pages is a fixture
 from tests.test_rollout import config_text
 from tinyota_mqtt.config import load_config
 from tinyota_mqtt.mqtt.simulator import devices_for
