@@ -215,6 +215,7 @@ class Rollouts:
         self.publisher.publish(hass_rollout.rollout_topic(self.topics, rollout.id), body, retain=True, force=force)
         newest = max((r for r in self.registry.rollouts() if r.image == rollout.image), key=lambda r: int(r.id))
         if newest.id == rollout.id:
+            self._discover(rollout.image, force=force)
             self.publisher.publish(hass_rollout.image_topic(self.topics, rollout.image), body, retain=True,
                                    force=force)
 
@@ -222,8 +223,13 @@ class Rollouts:
         """After a (re)connect: every rollout's retained state, and the Home Assistant sensors."""
         for rollout in self.registry.rollouts():
             self.publish(rollout, force=True)
+        for group in self.config.groups.values():
+            if group.rollout is not None:
+                self._discover(group.image, force=True)
+
+    def _discover(self, image: str, *, force: bool) -> None:
+        """A sensor for each image that has (or, by its groups' policy, will have) rollouts."""
         if self.config.homeassistant.enabled:
-            for image in self.config.images:
-                topic, payload, retain = hass_rollout.discovery(self.config.homeassistant.discovery_prefix,
-                                                                self.topics, image)
-                self.publisher.publish(topic, payload, retain=retain, force=True)
+            topic, payload, retain = hass_rollout.discovery(self.config.homeassistant.discovery_prefix,
+                                                            self.topics, image)
+            self.publisher.publish(topic, payload, retain=retain, force=force)
