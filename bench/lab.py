@@ -35,12 +35,13 @@ class Lab:
         self._count += 1
         return self.root / f"{self._count:02d}-{name}"
 
-    def tinyota(self, devices: Sequence[Device], *, prefix: str, auto_update: bool = False) -> Tinyota:
+    def tinyota(self, devices: Sequence[Device], *, prefix: str, auto_update: bool = False,
+                rollout: str | None = None) -> Tinyota:
         """A tinyota whose MQTT prefix no earlier server in this lab used: the broker keeps
         retained messages, and another run's leftovers must not be mistaken for this one's."""
         directory = self._dir(f"tinyota-{prefix}")
         return Tinyota(directory, devices, self.mosquitto.url, prefix=f"{prefix}{self._count}",
-                       auto_update=auto_update)
+                       auto_update=auto_update, rollout=rollout)
 
     def http_peers(self, devices: Sequence[Device], firmware: Sequence[Firmware]) -> list[Peer]:
         """nginx and the two stdlib baselines, serving tinyota's store files to the same accounts."""

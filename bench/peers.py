@@ -196,7 +196,7 @@ class Tinyota(Peer):
     label = "tinyota"
 
     def __init__(self, workdir: Path, devices: Sequence[Device], mqtt_url: str, *, prefix: str = "bench",
-                 auto_update: bool = False) -> None:
+                 auto_update: bool = False, rollout: str | None = None) -> None:
         super().__init__(workdir)
         self.devices = list(devices)
         self.prefix = prefix
@@ -204,6 +204,8 @@ class Tinyota(Peer):
         self.config = self.dir / "config.yaml"
         text = CONFIG.format(count=len(self.devices), port=self.port, admin=ADMIN[0], admin_password=ADMIN[1],
                              mqtt=mqtt_url, prefix=prefix, image=IMAGE, auto="true" if auto_update else "false")
+        if rollout is not None:  # a YAML flow mapping: the group's rollout policy
+            text = text.replace("attempt_timeout: 10m}", f"attempt_timeout: 10m, rollout: {rollout}}}")
         text += "".join(f"  {d.id}: {{group: {IMAGE}, password: {d.password}}}\n" for d in self.devices)
         self.config.write_text(text)
         self.store = FirmwareStore(self.dir / "firmware")

@@ -145,6 +145,12 @@ def targets(results: dict[str, Any], s: Settings) -> list[Target]:
         "≤ 10 s", wave.get("seconds"), lambda v: v <= 10.0 and wave.get("all_succeeded") is True,
         _fmt(wave.get("seconds"), ".2f", " s") + ("" if wave.get("all_succeeded", True) else " (not all succeeded)"))
 
+    roll = results.get("rollout", {})
+    add("rollout_after_halt", f"Rollout of {roll.get('devices', s.rollout_devices)} in 4 waves, 5 % of wave 2 "
+        "failing: devices told after the halt threshold was crossed", "0", roll.get("told_after_threshold"),
+        lambda v: v == 0 and roll.get("halted") is True and roll.get("later_waves_told") == 0,
+        _fmt(roll.get("told_after_threshold"), "d", "") + ("" if roll.get("halted", True) else " (did not halt)"))
+
     foot: dict[str, Any] = next(
         (r for r in results.get("footprint", {}).get("servers", []) if r["server"] == "tinyota"), {})
     add("idle_rss", "Idle RSS", "≤ 60 MB", foot.get("idle_rss_mb"), lambda v: v <= 60,
@@ -191,7 +197,8 @@ def markdown(results: dict[str, Any], s: Settings, marks: list[Target]) -> str:
         parts += ["", "Missed, and why:", ""] + [f"- **{t.figure}**: {why or 'not analysed yet.'}" for t, why in missed]
     parts += ["", "## What the bench changed, and what it found", "", FINDINGS]
     for name, render in (("slow_fleet", _slow), ("fast_clients", _fast), ("fanout", _fanout),
-                         ("ingestion", _ingestion), ("wave", _wave), ("footprint", _footprint)):
+                         ("ingestion", _ingestion), ("wave", _wave), ("rollout", _rollout),
+                         ("footprint", _footprint)):
         data = results.get(name)
         if data is None:
             continue
@@ -270,6 +277,21 @@ def _wave(d: dict[str, Any]) -> str:
             f"as fast as they can), {d['image_bytes'] / MiB:g} MiB image: release → every attempt confirmed "
             f"succeeded. Median **{d['seconds']:.2f} s**.\n\n"
             + _table(["release", "release → all confirmed", "attempts succeeded", "server peak RSS"], rows))
+
+
+def _rollout(d: dict[str, Any]) -> str:
+    rows = [
+        ["clean: release → completed", _fmt(d["clean_seconds"], ".2f", " s")],
+        ["clean: duration ÷ sum of soak times", f"{d['clean_over_soak']:.2f} (soak {d['soak_seconds']:g} s)"],
+        ["broken: release → halted", _fmt(d["release_to_halt_s"], ".2f", " s")],
+        ["broken: threshold met (by the devices' reports) → halted", _fmt(d["threshold_to_halt_s"], ".2f", " s")],
+        ["broken: devices told after the threshold", str(d["told_after_threshold"])],
+        ["broken: devices of waves 3–4 told", str(d["later_waves_told"])],
+    ]
+    return (f"## 7. Staged rollout\n\n{d['devices']} simulated devices (SimDevice) in waves of "
+            f"{', '.join(map(str, d['waves']))}, policy `{d['policy']}`, {d['image_bytes'] / MiB:g} MiB image. "
+            f"A clean release, then one that {d['failing']} devices of wave 2 fail. Halt reason: "
+            f"{d['halt_reason']}\n\n" + _table(["figure", "value"], rows))
 
 
 def _footprint(d: dict[str, Any]) -> str:

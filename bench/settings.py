@@ -39,6 +39,14 @@ class Settings:
     # partition, reports 1,044,480 bytes free, so a 1 MiB image would be refused (403), rightly.
     wave_image: int = 512 * KiB
     wave_repeats: int = 3
+    # 7. staged rollout: four waves, a broken release failing on a share of wave 2's devices
+    rollout_devices: int = 1000
+    rollout_waves: str = "1%,25%,50%,rest"
+    rollout_soak: float = 5.0  # seconds per wave in the clean rollout
+    rollout_fail_share: float = 0.05  # of wave 2
+    rollout_halt_at: str = "2%"
+    rollout_halt_min: int = 20
+    rollout_image: int = 64 * KiB
     # 6. footprint
     footprint_open: int = 1000
     start_repeats: int = 5
@@ -57,4 +65,5 @@ QUICK = Settings(
     ingest_devices=50, ingest_messages=5,
     wave_devices=5, wave_image=64 * KiB, wave_repeats=1,
     footprint_open=50, start_repeats=2, settle_seconds=0.5, sample_seconds=0.5,
+    rollout_devices=40, rollout_soak=1.0, rollout_halt_min=2,
 )

@@ -12,7 +12,9 @@ reconnect (select raises ValueError, paho calls it a lost connection and retries
 
     python -m bench.simfleet --broker mqtt://127.0.0.1:1883 --prefix wave --first 0 --count 50
 
-Prints ``ready`` once every device is connected, and stops its devices when stdin closes.
+Prints ``ready`` once every device is connected, and stops its devices when stdin closes. A line
+``fail ID,ID`` on stdin makes those devices fail every later update (``SimSettings.fail``, as
+``tinyota simulate --fail`` does) and is answered ``ok``: the rollout bench breaks a release this way.
 """
 
 from __future__ import annotations
@@ -50,8 +52,19 @@ def main() -> None:
             sys.exit("simulated devices did not all connect within 60 s")
         time.sleep(0.05)
     print("ready", flush=True)
-    while not select.select([sys.stdin], [], [], 1.0)[0]:  # until the bench closes our stdin
-        gc.collect()  # rebooted devices' old paho clients hold sockets until collected
+    by_id = {sim.s.device_id: sim for sim in sims}
+    while True:  # until the bench closes our stdin
+        if not select.select([sys.stdin], [], [], 1.0)[0]:
+            gc.collect()  # rebooted devices' old paho clients hold sockets until collected
+            continue
+        line = sys.stdin.readline()
+        if not line:
+            break
+        if line.startswith("fail "):
+            for device in line.split(None, 1)[1].strip().split(","):
+                if device in by_id:
+                    by_id[device].s.fail = True
+            print("ok", flush=True)
     for sim in sims:
         sim.stop()
 

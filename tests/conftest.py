@@ -401,3 +401,27 @@ def processes() -> Iterator[Callable[..., ServerProcess]]:
     yield make
     for proc in made:
         proc.kill()
+
+
+# -- a real browser (the dashboard tests) ---------------------------------------------------------
+# Session-wide and here, not in a test module: Playwright's sync API runs one instance per thread,
+# so every module with browser tests must share this one.
+
+CHROMIUM = os.environ.get("TINYOTA_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"headless Chromium is not installed ({CHROMIUM}): apt-get install chromium "
+                    "(./dev test installs it; set TINYOTA_CHROMIUM to use another binary)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.fail("Playwright for Python is missing: .venv/bin/pip install -e '.[dev]'")
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()

@@ -31,13 +31,13 @@ def test_quick_bench_writes_every_figure(tmp_path: Path) -> None:
     for name in ("results.json", "results.md", "fast_clients.png", "slow_fleet.png"):
         assert (tmp_path / name).stat().st_size > 0, name
     results = json.loads((tmp_path / "results.json").read_text())
-    for scenario in ("slow_fleet", "fast_clients", "fanout", "ingestion", "wave", "footprint"):
+    for scenario in ("slow_fleet", "fast_clients", "fanout", "ingestion", "wave", "rollout", "footprint"):
         assert "error" not in results[scenario], results[scenario]
     assert results["machine"]["cores"] and results["machine"]["ram_gib"] and results["machine"]["date"]
 
     # Every target has a measured value (met or not: speed is not the test's business).
     targets = results["targets"]
-    assert len(targets) == 13
+    assert len(targets) == 14
     missing = [t["figure"] for t in targets if t["value"] is None or t["met"] is None]
     assert not missing, missing
 
@@ -56,6 +56,8 @@ def test_quick_bench_writes_every_figure(tmp_path: Path) -> None:
     ingestion = results["ingestion"]
     assert ingestion["lost"] == 0 and ingestion["registry_complete"] == ingestion["devices"]
     assert results["wave"]["all_succeeded"]
+    rollout = results["rollout"]
+    assert rollout["halted"] and rollout["clean_all_on_version"] and rollout["release_to_halt_s"] is not None
     footprint = {r["server"]: r for r in results["footprint"]["servers"]}
     assert set(footprint) == {"tinyota", "nginx", "stdlib-threaded"}
     assert all(r["start_s"] and r["idle_rss_mb"] and r["rss_open_mb"] for r in footprint.values())

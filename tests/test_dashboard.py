@@ -34,9 +34,6 @@ from tinyota_mqtt.registry import Registry
 
 ADMIN = {"user": "admin", "password": "admin-secret"}
 DEVICE = {"user": "kitchen-2", "password": "pw-kitchen-2"}
-CHROMIUM = os.environ.get("TINYOTA_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
 HOSTILE = '<img src=x onerror="window.pwned=1">'
 HOSTILE_NOTE = "<script>window.pwned=2</script><b>bold</b> & more"
 HOSTILE_ID = "<script>window.pwned=3</script>"
@@ -333,21 +330,6 @@ def test_event_stream_refuses_other_sites(server: ServerThread) -> None:
 
 
 # == in a real browser ==============================================================================
-
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Any]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"headless Chromium is not installed ({CHROMIUM}): apt-get install chromium "
-                    "(./dev test installs it; set TINYOTA_CHROMIUM to use another binary)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.fail("Playwright for Python is missing: .venv/bin/pip install -e '.[dev]'")
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
-
 
 @pytest.fixture
 def pages(browser: Any) -> Iterator[Callable[..., Any]]:

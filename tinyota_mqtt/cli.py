@@ -237,8 +237,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         if not sep or not device:
             raise TinyOTAError(f"--password takes ID=PASSWORD, got {device!r}")
         passwords[device] = password
+    if not 0 <= args.fail_rate <= 1:
+        raise TinyOTAError("--fail-rate is a share from 0 to 1, e.g. 0.05")
     return run_simulation(config, devices=args.devices, group=args.group, broker=args.mqtt,
-                          version=args.version, duration=args.duration, passwords=passwords)
+                          version=args.version, duration=args.duration, passwords=passwords,
+                          fail=[d for d in (args.fail or "").split(",") if d], fail_rate=args.fail_rate)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -246,6 +249,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     if args.log_level == "info":  # the demo prints its own story; keep the log to problems
         logging.getLogger("tinyota").setLevel(logging.WARNING)
+    if args.rollout:
+        from tinyota_mqtt.demo_rollout import run_rollout_demo
+
+        return run_rollout_demo(Path(args.config), port=args.port)
     return run_demo(Path(args.config), port=args.port, keep_running=not args.once)
 
 
@@ -325,10 +332,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, help="stop after this many seconds")
     p.add_argument("--password", action="append", metavar="ID=PASSWORD",
                    help="the password of a device whose config entry is hashed (repeatable)")
+    p.add_argument("--fail", metavar="ID[,ID]", help="these devices fail every update (after the download)")
+    p.add_argument("--fail-rate", dest="fail_rate", type=float, default=0.0, metavar="SHARE",
+                   help="this share of the devices (0..1, stable by id) fail every update too")
 
     p = add("demo", cmd_demo, "one command: server, embedded broker, a simulated fleet, a release")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--once", action="store_true", help="exit when the demo update is confirmed")
+    p.add_argument("--rollout", action="store_true", help="a staged rollout halting on a failing canary instead")
+
+    from tinyota_mqtt import cli_rollout
+    cli_rollout.register(sub)
     return parser
 
 

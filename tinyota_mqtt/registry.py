@@ -12,16 +12,18 @@ lets ``tinyota status`` read the file while the server writes it.
 from __future__ import annotations
 
 import contextlib
+import json
 import sqlite3
 from collections.abc import Iterable
 from dataclasses import astuple, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from tinyota_mqtt.core import rollout as ro
 from tinyota_mqtt.core.attempts import OPEN, Attempt
 from tinyota_mqtt.errors import StateError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 2: attempt columns (see _ADDED); 3: rollouts
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS devices (
     id TEXT PRIMARY KEY, online INTEGER, state TEXT, version TEXT,
@@ -35,6 +37,10 @@ CREATE TABLE IF NOT EXISTS attempts (
     needs_download INTEGER NOT NULL DEFAULT 0, late INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS attempts_by_device ON attempts (device, created);
+CREATE TABLE IF NOT EXISTS rollouts (
+    id INTEGER PRIMARY KEY, image TEXT NOT NULL, version TEXT NOT NULL, state TEXT NOT NULL,
+    created REAL NOT NULL, updated REAL NOT NULL, body TEXT NOT NULL
+);
 """
 # Columns added since schema 1, for files written by an older TinyOTA. (Schema 1's devices.progress,
 # .announced and .announce_id stay in such files, unread: the open attempt holds those facts now.)
@@ -81,6 +87,10 @@ class Registry:
         self._by_device: dict[str, set[str]] = {}
         self._dirty_devices: set[str] = set()
         self._dirty_attempts: set[str] = set()
+        # Every rollout, kept whole in memory (members included) and written in the same
+        # transaction as the attempts it opened, so after a kill -9 the two agree.
+        self._rollouts: dict[str, ro.Rollout] = {}
+        self._dirty_rollouts: set[str] = set()
         self._db = self._open()
         self._durable = True  # the connection's synchronous setting (FULL), see flush()
         self._load()
@@ -131,7 +141,10 @@ class Registry:
                     f"SELECT {', '.join(_ATTEMPT_COLUMNS)} FROM attempts WHERE state IN ({placeholders})",
                     OPEN):
                 self._remember(_attempt(row))
-        except (sqlite3.DatabaseError, TypeError) as exc:
+            for (body,) in self._db.execute("SELECT body FROM rollouts ORDER BY id"):
+                rollout = ro.from_json(json.loads(body))
+                self._rollouts[rollout.id] = rollout
+        except (sqlite3.DatabaseError, TypeError, ValueError, KeyError) as exc:
             raise self._broken(str(exc)) from None
 
     def close(self) -> None:
@@ -228,11 +241,28 @@ class Registry:
             by_id.setdefault(row[0], _attempt(row))
         return sorted(by_id.values(), key=lambda a: a.created, reverse=True)[:limit]
 
+    # -- rollouts --------------------------------------------------------------------------------
+
+    def rollouts(self) -> list[ro.Rollout]:
+        """Oldest first."""
+        return sorted(self._rollouts.values(), key=lambda r: int(r.id))
+
+    def rollout(self, rollout_id: str) -> ro.Rollout | None:
+        return self._rollouts.get(rollout_id)
+
+    def next_rollout_id(self) -> str:
+        return str(max((int(i) for i in self._rollouts), default=0) + 1)
+
+    def put_rollout(self, rollout: ro.Rollout) -> None:
+        if self._rollouts.get(rollout.id) != rollout:
+            self._rollouts[rollout.id] = rollout
+            self._dirty_rollouts.add(rollout.id)
+
     # -- persistence -----------------------------------------------------------------------------
 
     @property
     def dirty(self) -> bool:
-        return bool(self._dirty_devices or self._dirty_attempts)
+        return bool(self._dirty_devices or self._dirty_attempts or self._dirty_rollouts)
 
     def flush(self, *, durable: bool = True) -> None:
         """Write what changed in one transaction.
@@ -245,12 +275,18 @@ class Registry:
             return
         devices = [self._devices[d] for d in self._dirty_devices if d in self._devices]
         attempts = [self._attempts[a] for a in self._dirty_attempts]
+        rollouts = [self._rollouts[r] for r in self._dirty_rollouts]
         try:
             if durable != self._durable:
                 self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
                 self._durable = durable
             self._db.execute("BEGIN")
             self._write(devices, attempts)
+            self._db.executemany(
+                "INSERT OR REPLACE INTO rollouts (id, image, version, state, created, updated, body) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(int(r.id), r.image, r.version, r.state, r.created, r.updated,
+                  json.dumps(ro.to_json(r), separators=(",", ":"))) for r in rollouts])
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:
             with contextlib.suppress(sqlite3.Error):
@@ -259,6 +295,7 @@ class Registry:
                              "check free disk space and permissions") from None
         self._dirty_devices.clear()
         self._dirty_attempts.clear()
+        self._dirty_rollouts.clear()
         for attempt in attempts:  # closed attempts live on disk only
             if not attempt.open:
                 self._forget(attempt)

@@ -27,6 +27,7 @@ from tinyota_mqtt.fleet.guard import RetainedGuard
 from tinyota_mqtt.fleet.hass import HassPublisher
 from tinyota_mqtt.fleet.publisher import Bus, NullBus, Publisher
 from tinyota_mqtt.fleet.reports import Reports
+from tinyota_mqtt.fleet.rollouts import Rollouts
 from tinyota_mqtt.fleet.targets import Targets
 from tinyota_mqtt.fleet.views import Views
 from tinyota_mqtt.registry import Registry
@@ -93,6 +94,8 @@ class Service:
                                install=lambda device, version: self.announcer.install([device], version))
         attempts.on_end = self._attempt_ended
         self.guard = RetainedGuard(self.publisher, clock=clock, expected=self._expected_retained)
+        self.rollouts = Rollouts(config, self.store, self.registry, self.announcer, self.publisher, self.events,
+                                 clock=clock)
 
     @property
     def bus(self) -> Bus:
@@ -250,8 +253,11 @@ class Service:
                 self.events.emit({"type": "releases"})
             if self._synced:
                 self.announcer.reconcile()  # announces new releases, re-announces replaced ones
+                self.rollouts.on_releases(startup=first)
             for device_id in self.config.devices:
                 self.hass.publish_state(device_id)
+        if self._synced:
+            self.rollouts.tick()
         if self.clock() >= self._next_expiry:
             self._next_expiry = self.clock() + 60
             self._forget_silent_unknowns()
@@ -281,6 +287,7 @@ class Service:
         self.publisher.forget_sent()
         self.announcer.republish()
         self.hass.publish_all()
+        self.rollouts.publish_all()
         self._connected_at = self.clock()
         self._sync_token = secrets.token_hex(8)
         self.publisher.publish(self.topics.server_sync, self._sync_token.encode(), retain=False)
@@ -292,6 +299,7 @@ class Service:
         self._connected_at = None
         if first:
             log.debug("retained state received; judging deadlines and targets")
+            self.rollouts.on_releases(startup=True)  # a release added while the server was down
         self.announcer.reconcile()
 
     # -- views and events ------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The six scenarios, in the order a run does them. Each is ``async run(lab, settings) -> dict``."""
+"""The seven scenarios, in the order a run does them. Each is ``async run(lab, settings) -> dict``."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bench.lab import Lab
-from bench.scenarios import fanout, fast_clients, footprint, ingestion, slow_fleet, wave
+from bench.scenarios import fanout, fast_clients, footprint, ingestion, rollout, slow_fleet, wave
 from bench.settings import Settings
 
 Scenario = Callable[[Lab, Settings], Awaitable[dict[str, Any]]]
@@ -17,5 +17,6 @@ SCENARIOS: dict[str, Scenario] = {
     "fanout": fanout.run,
     "ingestion": ingestion.run,
     "wave": wave.run,
+    "rollout": rollout.run,
     "footprint": footprint.run,
 }

@@ -44,6 +44,7 @@ from tinyota_mqtt.config.model import (
     ServerConfig,
     TLSFiles,
 )
+from tinyota_mqtt.core import rollout as ro
 from tinyota_mqtt.core import semver
 from tinyota_mqtt.core.passwords import SCHEME, Password, Secret, check_hash_format, is_hashed
 from tinyota_mqtt.errors import ConfigError
@@ -472,6 +473,93 @@ def _secret(r: _Reader, node: Node) -> Secret:
     return Secret(_text(r, node, empty_ok=True))
 
 
+# --------------------------------------------------------------------------- rollout policy
+# A group's ``rollout:`` (docs/rollouts.md). The rules themselves are parsed by core/rollout.py,
+# which the CLI's --waves/--window share; here they only get the file:line treatment.
+
+
+def _rollout_waves(r: _Reader, node: Node) -> tuple[ro.WaveSpec, ...]:
+    if isinstance(node, SequenceNode):
+        waves = []
+        for item in node.value:
+            if isinstance(item, SequenceNode):  # [kitchen-1, kitchen-2]: a canary list
+                waves.append(ro.WaveSpec(devices=tuple(_ident(r, i) for i in item.value)))
+                continue
+            try:
+                waves.append(ro.parse_wave(_text(r, item)))
+            except ro.RolloutError as exc:
+                raise _Invalid(str(exc)) from None
+        if not waves:
+            raise _Invalid("no waves given; write e.g. [[kitchen-1], 25%, rest]")
+        return tuple(waves)
+    try:
+        return ro.parse_waves(_text(r, node))
+    except ro.RolloutError as exc:
+        raise _Invalid(str(exc)) from None
+
+
+def _rollout_percent(r: _Reader, node: Node) -> float:
+    kind, text = _scalar(r, node, "a percentage")
+    try:
+        return ro.parse_percent(text, "percentage")
+    except ro.RolloutError:
+        raise _Invalid(f"expected a percentage such as 20%, got {_describe(kind, text)}") from None
+
+
+def _rollout_halt_at(r: _Reader, node: Node) -> float | None:
+    _, text = _scalar(r, node, "a percentage")
+    if text.lower() in ("never", "off"):
+        return None
+    value = _rollout_percent(r, node)
+    if value <= 0:
+        raise _Invalid("0% would halt on the first failure of any size; write 'never' to switch halting off, "
+                       "or a share such as 20%")
+    return value
+
+
+def _rollout_window(r: _Reader, node: Node) -> ro.Window:
+    try:
+        return ro.parse_window(_text(r, node))
+    except ro.RolloutError as exc:
+        raise _Invalid(str(exc)) from None
+
+
+def _rollout_soak(r: _Reader, node: Node) -> float:
+    kind, text = _scalar(r, node, "a duration")
+    if (kind, text) in (("int", "0"), ("str", "0s")):
+        return 0.0
+    return _duration(r, node)
+
+
+def _rollout_section() -> _Section:
+    return _Section(
+        ro.Policy,
+        {
+            "waves": _Opt(_rollout_waves),
+            "advance_at": _Opt(_rollout_percent),
+            "soak": _Opt(_rollout_soak),
+            "halt_at": _Opt(_rollout_halt_at),
+            "halt_min": _Opt(_integer(1, 1_000_000)),
+            "window": _Opt(_rollout_window, nullable=True),
+        },
+    )
+
+
+def _check_rollout(r: _Reader, name: str, group: Group, devices: Mapping[str, Device]) -> None:
+    """A canary must be a device of the group the policy belongs to."""
+    if group.rollout is None:
+        return
+    members = [d for d, dev in devices.items() if dev.group == name]
+    for spec in group.rollout.waves:
+        for device in spec.devices:
+            if device not in members:
+                path = f"groups.{name}.rollout.waves"
+                where = "in another group" if device in devices else "not a configured device"
+                guess = _did_you_mean(device, members)
+                hint = f" Did you mean '{guess}'?" if guess else f" Devices of {name}: {', '.join(members) or 'none'}."
+                r.add(r.lines.get(path), path, f"canary {_clip(device)} is {where}.{hint}")
+
+
 # --------------------------------------------------------------------------- schema tables
 
 
@@ -695,6 +783,7 @@ _GROUP = _Section(
         "confirm": _Opt(_choice(CONFIRM_MODES, "confirm mode")),
         "retries": _Opt(_integer(0, 100)),
         "retry_backoff": _Opt(_duration),
+        "rollout": _Opt(_rollout_section(), nullable=True),
     },
 )
 _DEVICE = _Section(
@@ -774,6 +863,7 @@ def _cross_check(r: _Reader, values: Mapping[str, Any]) -> None:
                 path,
                 "a version pin and auto_update: true contradict each other; drop one of them",
             )
+        _check_rollout(r, name, group, devices)
     for device_id, device in devices.items():
         if device.group is not None and device.group not in group_ids:
             path = f"devices.{device_id}.group"

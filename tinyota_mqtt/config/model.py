@@ -14,6 +14,7 @@ from types import MappingProxyType
 
 from tinyota_mqtt.core import image as esp_image
 from tinyota_mqtt.core.passwords import Password, Secret
+from tinyota_mqtt.core.rollout import Policy
 
 PLATFORMS = esp_image.PLATFORMS  # esp8266, esp32 and each ESP32 variant the image parser knows
 # How an attempt is confirmed: by the device's report of the target version alone, or only when
@@ -116,6 +117,8 @@ class Group:
     confirm: str = "download+report"  # one of CONFIRM_MODES
     retries: int = 3  # new announcements after a try that failed for a reason not the image's
     retry_backoff: float = 60.0  # seconds before the first retry; doubles each time
+    # Automatic releases go out as a staged rollout (docs/rollouts.md) instead of all at once.
+    rollout: Policy | None = None
 
 
 @dataclass(frozen=True)

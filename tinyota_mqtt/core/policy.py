@@ -3,7 +3,8 @@
 Precedence, highest first:
 1. a per-device target set on command (``tinyota install``, the API, Home Assistant's button);
 2. the group's pinned ``version``;
-3. the latest release of the group's image, if the group updates automatically.
+3. the latest release of the group's image, if the group updates automatically (and without a
+   ``rollout:`` policy: then the rollout commands each device's version wave by wave).
 An on-command group without a pin has no target until someone installs one.
 """
 
@@ -33,7 +34,9 @@ def target_version(config: Config, device_id: str, releases: Sequence[HasVersion
     for wanted in (commanded, group.version):
         if wanted is not None:
             return wanted if wanted in available else None
-    if group.auto_update and releases:
+    if group.auto_update and group.rollout is None and releases:
+        # With a rollout policy, a new release reaches a device only when its wave does
+        # (fleet/rollouts.py commands it), never all at once through here.
         return releases[-1].version
     return None
 

@@ -17,7 +17,7 @@ from tinyota_mqtt.config.model import Config, IPNetwork
 from tinyota_mqtt.core import forwarded
 from tinyota_mqtt.core.throttle import LoginThrottle
 from tinyota_mqtt.errors import TinyOTAError
-from tinyota_mqtt.http import api, dashboard, firmware
+from tinyota_mqtt.http import api, dashboard, firmware, rollouts
 from tinyota_mqtt.http.base import BaseHandler
 from tinyota_mqtt.service import Service
 
@@ -48,6 +48,7 @@ def make_app(service: Service, **settings: Any) -> web.Application:
         (rf"/api/devices/{_ID}/history", api.DeviceHistoryHandler, ctx),
         (rf"/api/(devices|groups)/{_ID}/install", api.InstallHandler, ctx),
         (rf"/api/(devices|groups)/{_ID}/cancel", api.CancelHandler, ctx),
+        *rollouts.routes(ctx),
         (r"/api/events", dashboard.EventStream, ctx),
         (r"/", dashboard.FleetPage, ctx),
         (r"/releases", dashboard.ReleasesPage, ctx),

@@ -17,7 +17,7 @@ import logging
 import ssl
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -49,6 +49,7 @@ class SimSettings:
     progress_every: float = 0.5  # seconds between progress reports (a real device throttles too)
     on_event: Callable[[str, str], None] | None = None
     failed_ids: set[str] = field(default_factory=set)  # the device's "NVS": kept across reboots
+    fail: bool = False  # a bad board on purpose: downloads, then reports a failed flash (tests, demo)
 
 
 class SimDevice:
@@ -128,6 +129,9 @@ class SimDevice:
             if image is None:
                 return
             self._status("flashing", progress=100, id=ann_id)
+            if self.s.fail:
+                self._fail(ann_id, "flash write failed (simulated with --fail)")
+                return
             declared = esp_image.find_version(image) or wanted
             self._status("rebooting", progress=100, id=ann_id)
             self._reboot(declared)
@@ -222,8 +226,18 @@ class SimDevice:
             self._link.start()
 
 
+def failing(ids: Collection[str], named: Collection[str] = (), rate: float = 0.0) -> set[str]:
+    """The devices that fail on purpose: those named, plus a stable ``rate`` share of the rest
+    (chosen by a hash of the id, so a rerun picks the same ones)."""
+    def share(device: str) -> float:
+        return int.from_bytes(hashlib.sha256(device.encode()).digest()[:4], "big") / 2**32
+
+    return {d for d in ids if d in named or share(d) < rate}
+
+
 def devices_for(config: Config, count: int | None, group: str | None, broker: str, version: str, *,
-                passwords: Mapping[str, str] | None = None, **extra: object) -> list[SimDevice]:
+                passwords: Mapping[str, str] | None = None, fail: Collection[str] = (),
+                **extra: object) -> list[SimDevice]:
     """Simulated stand-ins for configured devices whose password we know.
 
     A plain password comes from the config; a hashed one only from ``passwords``. Like esp_client
@@ -259,15 +273,25 @@ def devices_for(config: Config, count: int | None, group: str | None, broker: st
         sims.append(SimDevice(SimSettings(
             device_id=device.id, password=password, broker=broker, version=version,
             platform=image.platform if image else "esp8266", prefix=config.mqtt.prefix,
-            mqtt_username=device.id, mqtt_password=password, **extra)))  # type: ignore[arg-type]
+            mqtt_username=device.id, mqtt_password=password, fail=device.id in fail,
+            **extra)))  # type: ignore[arg-type]
     return sims
 
 
 def run_simulation(config: Config, *, devices: int | None, group: str | None, broker: str | None,
-                   version: str, duration: float | None, passwords: Mapping[str, str] | None = None) -> int:
+                   version: str, duration: float | None, passwords: Mapping[str, str] | None = None,
+                   fail: Collection[str] = (), fail_rate: float = 0.0) -> int:
     url = broker or (f"mqtt://{config.mqtt.embedded_host}:{config.mqtt.embedded_port}"
                      if config.mqtt.embedded else config.mqtt.url)
-    sims = devices_for(config, devices, group, url, version, passwords=passwords)
+    unknown = [d for d in fail if d not in config.devices]
+    if unknown:
+        from tinyota_mqtt.errors import TinyOTAError
+
+        raise TinyOTAError(f"--fail names unknown device(s): {', '.join(unknown)}")
+    bad = failing(list(config.devices), fail, fail_rate)
+    sims = devices_for(config, devices, group, url, version, passwords=passwords, fail=bad)
+    if bad & {s.s.device_id for s in sims}:
+        print(f"failing on purpose: {', '.join(sorted(bad & {s.s.device_id for s in sims}))}", flush=True)
     print(f"simulating {len(sims)} device(s) on {url}: {', '.join(s.s.device_id for s in sims)}. "
           "Ctrl-C stops.", flush=True)
     for sim in sims:

@@ -337,19 +337,67 @@
       ok: "Install",
     });
     if (!answer) return;
+    // One request for all of them (POST /api/install): a group's outdated devices, or the ticked rows.
     const body = answer.version ? { version: answer.version } : {};
-    const targets = group ? [["groups", group]] : ids.map((id) => ["devices", id]);
-    for (const [kind, name_] of targets) {
-      try {
-        const result = await api("POST", `/api/${kind}/${encodeURIComponent(name_)}/install`, body);
-        if (kind === "devices" && result.attempts.length === 0) {
-          activity(name_, "already runs that release: nothing to install", "info");
-        } else if (kind === "groups" && result.attempts.length === 0) {
-          activity(null, `every device of group ${name_} already runs that release`, "info");
-        }
-      } catch (error) {
-        reportFailure(error, kind === "devices" ? name_ : null);
+    if (group) body.group = group;
+    else body.devices = ids;
+    try {
+      const result = await api("POST", "/api/install", body);
+      const told = new Set(result.attempts.map((a) => a.device));
+      if (group && told.size === 0) {
+        activity(null, `every device of group ${group} already runs that release`, "info");
       }
+      for (const id of group ? [] : ids) {
+        if (!told.has(id)) activity(id, "already runs that release: nothing to install", "info");
+      }
+    } catch (error) {
+      reportFailure(error, ids.length === 1 ? ids[0] : null);
+    }
+  }
+
+  // -- rollouts (the Rollouts page) -------------------------------------------------------------
+
+  const LIVE_ROLLOUT = ["scheduled", "running"];
+  const FINAL_ROLLOUT = ["completed", "aborted"];
+
+  function renderRollout(r) {
+    if (page !== "rollouts") return;
+    const root = $(sel("data-rollout", r.id));
+    if (!root) {
+      window.location.reload();  // a new rollout: the server renders its section
+      return;
+    }
+    root.dataset.state = r.state;
+    setText(root, "state", r.state);
+    setText(root, "wave", String(r.wave));
+    fields(root, "reason", (el) => { el.textContent = r.reason || ""; el.hidden = !r.reason; });
+    for (const w of r.waves) {
+      const row = $(sel("data-wave", String(w.wave)), root);
+      if (!row) continue;
+      for (const key of ["succeeded", "failed", "announced", "cancelled"]) setText(row, key, String(w[key]));
+      setText(row, "waiting", String(w.waiting + w.retry));
+    }
+    for (const button of $$('button[data-action="rollout"]', root)) {
+      const op = button.dataset.op;
+      button.disabled = op === "pause" ? !LIVE_ROLLOUT.includes(r.state)
+        : op === "resume" ? !["paused", "halted"].includes(r.state) : FINAL_ROLLOUT.includes(r.state);
+    }
+  }
+
+  async function controlRollout(id, op) {
+    if (op === "abort") {
+      const answer = await ask({
+        title: `Abort rollout ${id}?`,
+        text: "No device is told anything more by this rollout; announcements no device has started are "
+          + "withdrawn. Devices already updating finish. An aborted rollout cannot be resumed.",
+        devices: [], versions: null, note: "", ok: "Abort rollout",
+      });
+      if (!answer) return;
+    }
+    try {
+      renderRollout(await api("POST", `/api/rollouts/${encodeURIComponent(id)}/${op}`));
+    } catch (error) {
+      reportFailure(error, null);
     }
   }
 
@@ -393,6 +441,7 @@
     else if (action === "install-group") install(groupMembers(button.dataset.group), button.dataset.group);
     else if (action === "cancel-group") cancel(groupMembers(button.dataset.group), button.dataset.group);
     else if (action === "install-selected") install(selectedIds());
+    else if (action === "rollout") controlRollout(button.closest("[data-rollout]").dataset.rollout, button.dataset.op);
     else if (action === "cancel-selected") cancel(selectedIds());
     else if (action === "clear-selection") {
       for (const box of $$('input[name="device"]')) box.checked = false;
@@ -564,6 +613,7 @@
     on("device", (v) => { renderDevice(v); afterDevices(); });
     on("attempt", renderAttempt);
     on("health", setHealth);
+    on("rollout", (data) => renderRollout(data.rollout));
     on("releases", (data) => {
       state.releases = data.releases;
       data.devices.forEach(renderDevice);

@@ -1,0 +1,346 @@
+"""The pure rollout model (core/rollout.py): parsers, wave planning, and the transition function,
+with property tests over random fleets, policies, device behaviours and clocks."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tinyota_mqtt.core import attempts as att
+from tinyota_mqtt.core import rollout as ro
+
+BERLIN = ZoneInfo("Europe/Berlin")
+
+
+def at(text: str, tz: ZoneInfo = BERLIN) -> float:
+    return datetime.fromisoformat(text).replace(tzinfo=tz).timestamp()
+
+
+# -- windows ------------------------------------------------------------------------------------
+
+def test_window_weekday_nights_in_berlin() -> None:
+    w = ro.parse_window("Mon-Fri 02:00+3h Europe/Berlin")
+    assert w.days == frozenset(range(5)) and w.seconds == 3 * 3600
+    assert w.is_open(at("2026-12-01 02:00"))       # a Tuesday
+    assert w.is_open(at("2026-12-01 04:59"))
+    assert not w.is_open(at("2026-12-01 05:00"))
+    assert not w.is_open(at("2026-12-01 01:59"))
+    assert not w.is_open(at("2026-12-05 03:00"))   # Saturday
+    assert w.next_open(at("2026-12-04 06:00")) == at("2026-12-07 02:00")  # Friday morning → Monday
+
+
+def test_window_past_midnight_and_wrapping_days() -> None:
+    w = ro.parse_window("Fri-Mon 23:00+2h UTC")
+    assert w.days == frozenset({4, 5, 6, 0})
+    utc = ZoneInfo("UTC")
+    assert w.is_open(at("2026-12-05 00:30", utc))   # Saturday, opened Friday 23:00
+    assert w.is_open(at("2026-12-01 00:30", utc))   # Tuesday 00:30: Monday's opening still runs
+    assert not w.is_open(at("2026-12-02 00:30", utc))  # Wednesday: Tuesday has no window
+
+
+def test_window_keeps_its_length_when_the_clocks_change() -> None:
+    w = ro.parse_window("daily 02:00+3h Europe/Berlin")
+    # 29 March 2026: 02:00 does not exist in Berlin (clocks jump to 03:00); still three real hours.
+    opens = ro.opening_at(w, at("2026-03-29 04:30"))
+    assert opens is not None and w.is_open(opens + 3 * 3600 - 1) and not w.is_open(opens + 3 * 3600)
+
+
+@pytest.mark.parametrize(("text", "fragment"), [
+    ("Mon-Fri 02:00 Europe/Berlin", "DAYS HH:MM+DURATION"),
+    ("Mon-Fri 25:00+3h UTC", "not a time of day"),
+    ("Mon-Fry 02:00+3h UTC", "'fry' is not a day"),
+    ("Mon-Fri 02:00+3x UTC", "not a duration"),
+    ("Mon-Fri 02:00+3h", "has no time zone"),
+    ("Mon-Fri 02:00+3h Europe/Berln", "Did you mean 'Europe/Berlin'"),
+    ("daily 02:00+8d UTC", "from 1m to 7d"),
+])
+def test_window_errors_say_what_to_write(text: str, fragment: str) -> None:
+    with pytest.raises(ro.RolloutError, match=fragment.replace("+", r"\+")):
+        ro.parse_window(text)
+
+
+def test_waves_parse_and_plan_deterministically() -> None:
+    specs = ro.parse_waves("kitchen-3,25%,rest")
+    assert specs == (ro.WaveSpec(devices=("kitchen-3",)), ro.WaveSpec(percent=25.0), ro.REST)
+    ids = [f"d{i:02}" for i in range(20)] + ["kitchen-3"]
+    waves = ro.plan_waves(specs, list(reversed(ids)))
+    assert waves[0] == ("kitchen-3",)
+    assert len(waves[1]) == 5 and waves[1] == tuple(sorted(ids)[:5])  # ceil(25% of 21) = 6, one taken
+    assert sorted(itertools.chain(*waves)) == sorted(ids)
+    assert ro.plan_waves(specs, ids) == waves  # the order devices come in does not matter
+    # A canary that already runs the version (not eligible) is left out; empty waves vanish.
+    assert ro.plan_waves(ro.parse_waves("x,1,rest"), ["a", "b"]) == (("a",), ("b",))
+    assert ro.plan_waves(ro.parse_waves("1"), []) == ()
+
+
+@pytest.mark.parametrize("text", ["0", "0%", "150%", "kitchen 1", ""])
+def test_bad_waves_are_refused(text: str) -> None:
+    with pytest.raises(ro.RolloutError):
+        ro.parse_waves(text)
+
+
+def test_only_server_refusals_and_timeouts_are_retried() -> None:
+    from tinyota_mqtt.core import retry
+
+    def ended(state: str, error: str | None) -> att.Attempt:
+        return att.Attempt("a", "d", "2.0.0", "1.0.0", state, 0.0, 1.0, 1.0, error)
+
+    # The rollout leans on the announcer's rule (core/retry.py): these are the cases it relies on.
+    assert retry.transient(ended(att.TIMED_OUT, None))
+    assert retry.transient(ended(att.FAILED, "HTTP error: 503 Service Unavailable"))
+    assert retry.transient(ended(att.FAILED, "Wrong HTTP Code"))  # what ESP8266httpUpdate says for a 503
+    assert not retry.transient(ended(att.FAILED, "MD5 check failed"))
+    assert not retry.transient(ended(att.FAILED, "flash write failed (simulated with --fail)"))
+
+
+# -- a small world that carries out actions -------------------------------------------------------
+
+@dataclass
+class World:
+    """The registry and the announcer as the model sees them: attempts per device, each device
+    with a fate. Like the real announcer, the world retries an attempt that ended for a reason
+    not the image's (a timeout, a busy server) up to ``retries`` times, unless the device is held."""
+
+    version: str = "2.0.0"
+    fates: dict[str, str] = field(default_factory=dict)  # device -> succeed | fail | timeout | busy | silent
+    retries: int = 0
+    # device -> [(attempt id, state, error)], oldest first
+    attempts: dict[str, list[tuple[str, str, str | None]]] = field(default_factory=dict)
+    held: set[str] = field(default_factory=set)
+    announced: list[tuple[float, str]] = field(default_factory=list)  # by the rollout
+    retried: list[tuple[float, str]] = field(default_factory=list)  # by the "announcer"
+    running: dict[str, str] = field(default_factory=dict)
+    ids: itertools.count[int] = field(default_factory=itertools.count)
+
+    def _open(self, device: str) -> str:
+        attempt = f"a{next(self.ids)}"
+        self.attempts.setdefault(device, []).append((attempt, att.PENDING, None))
+        return attempt
+
+    def apply(self, r: ro.Rollout, actions: list[ro.Action], now: float) -> ro.Rollout:
+        for action in actions:
+            if isinstance(action, ro.Announce):
+                self.held.discard(action.device)
+                self.announced.append((now, action.device))
+                r = ro.bind(r, action.device, self._open(action.device))
+            else:
+                self.held.add(action.device)
+                history = self.attempts.get(action.device, [])
+                if history and history[-1][1] == att.PENDING:
+                    history[-1] = (history[-1][0], att.CANCELLED, "cancelled")
+        return r
+
+    def _retrying(self, device: str) -> bool:
+        history = self.attempts.get(device, [])
+        return bool(history) and device not in self.held and history[-1][1] in (att.FAILED, att.TIMED_OUT) \
+            and self.fates.get(device) in ("timeout", "busy") and len(history) <= self.retries
+
+    def progress(self, now: float) -> None:
+        """Every pending attempt moves one step according to its device's fate; due retries go out."""
+        for device, history in self.attempts.items():
+            if self._retrying(device):
+                self.retried.append((now, device))
+                self._open(device)
+                continue
+            attempt, state, _ = history[-1]
+            if state != att.PENDING:
+                continue
+            fate = self.fates.get(device, "succeed")
+            if fate == "succeed":
+                history[-1] = (attempt, att.SUCCEEDED, None)
+                self.running[device] = self.version
+            elif fate == "fail":
+                history[-1] = (attempt, att.FAILED, "MD5 check failed")
+            elif fate == "timeout":
+                history[-1] = (attempt, att.TIMED_OUT, "no confirmation within 600 s")
+            elif fate == "busy":
+                history[-1] = (attempt, att.FAILED, "HTTP error: 503 Service Unavailable")
+            # silent: stays pending (the device is off)
+
+    def observe(self, r: ro.Rollout) -> dict[str, ro.Observation]:
+        seen = {}
+        for m in r.members:
+            history = self.attempts.get(m.device)
+            newest = history[-1] if history else None
+            seen[m.device] = ro.Observation(
+                version=self.running.get(m.device, "1.0.0"), attempt=newest[0] if newest else None,
+                target=self.version if newest else None, state=newest[1] if newest else None,
+                error=newest[2] if newest else None, retrying=self._retrying(m.device))
+        return seen
+
+
+def run(r: ro.Rollout, world: World, times: list[float]) -> list[ro.Rollout]:
+    seen = [r]
+    for now in times:
+        r, actions = ro.step(r, world.observe(r), now)
+        r = world.apply(r, actions, now)
+        seen.append(r)
+        world.progress(now)
+    return seen
+
+
+def fleet(n: int) -> list[str]:
+    return [f"dev-{i:03}" for i in range(n)]
+
+
+def test_canary_failure_halts_before_anyone_else_is_told() -> None:
+    ids = fleet(10)
+    world = World(fates={"dev-000": "fail"})
+    r = ro.start("1", "kitchen", "2.0.0", ["lights"], ro.Policy(waves=ro.parse_waves("1,50%,rest"), halt_at=20),
+                 ids, 0.0, "admin")
+    states = run(r, world, [float(t) for t in range(10)])
+    last = states[-1]
+    assert last.state == ro.HALTED and "dev-000: MD5 check failed" in (last.reason or "")
+    assert [d for _, d in world.announced] == ["dev-000"]
+
+
+def test_clean_rollout_goes_wave_by_wave_with_soak() -> None:
+    ids = fleet(8)
+    world = World()
+    policy = ro.Policy(waves=ro.parse_waves("1,50%,rest"), soak=10)
+    states = run(ro.start("1", "k", "2.0.0", ["g"], policy, ids, 0.0, "admin"), world, [float(t) for t in range(40)])
+    assert states[-1].state == ro.COMPLETED
+    first_time = {d: t for t, d in reversed(world.announced)}
+    assert first_time["dev-000"] == 0
+    assert min(first_time[d] for d in ids[1:4]) >= 10  # wave 2 waits out wave 1's soak
+    assert min(first_time[d] for d in ids[4:]) >= 20
+
+
+def test_a_retry_is_not_an_ending_and_the_last_failure_counts() -> None:
+    world = World(fates={"dev-000": "busy"}, retries=2)
+    policy = ro.Policy(waves=(ro.REST,), halt_at=None, advance_at=0)
+    states = run(ro.start("1", "k", "2.0.0", ["g"], policy, ["dev-000"], 0.0, "a"), world,
+                 [float(t) for t in range(10)])
+    assert [t for t, _ in world.announced] == [0.0]  # the rollout announces once...
+    assert len(world.retried) == 2                    # ...the announcer retries twice
+    assert [s.members[0].state for s in states[1:4]] == [ro.ANNOUNCED, ro.RETRY, ro.ANNOUNCED]
+    last = states[-1].members[0]
+    assert last.state == ro.FAILED and last.tries == 3 and states[-1].state == ro.COMPLETED
+
+
+def test_a_halt_holds_the_retries_the_announcer_had_scheduled() -> None:
+    world = World(fates={"dev-000": "fail", "dev-001": "busy"}, retries=5)
+    policy = ro.Policy(waves=(ro.REST,), halt_at=50)
+    r = run(ro.start("1", "k", "2.0.0", ["g"], policy, fleet(2), 0.0, "a"), world, [0.0, 1.0, 2.0, 3.0])[-1]
+    assert r.state == ro.HALTED
+    assert "dev-001" in world.held and r.member("dev-001").state == ro.WAITING
+    retried = len(world.retried)
+    run(r, world, [4.0, 5.0, 6.0])
+    assert len(world.retried) == retried  # nothing more reaches the device while halted
+
+
+def test_pause_withdraws_unstarted_announcements_and_resume_continues() -> None:
+    world = World(fates={d: "silent" for d in fleet(3)})
+    r = ro.start("1", "k", "2.0.0", ["g"], ro.Policy(), fleet(3), 0.0, "admin")
+    r = run(r, world, [0.0])[-1]
+    assert all(m.state == ro.ANNOUNCED for m in r.members)
+    r = ro.pause(r, "alice", 1.0)
+    r, actions = ro.step(r, world.observe(r), 2.0)
+    assert sorted(a.device for a in actions if isinstance(a, ro.Withdraw)) == fleet(3)
+    r = world.apply(r, actions, 2.0)
+    assert all(m.state == ro.WAITING for m in r.members) and world.held == set(fleet(3))
+    world.fates.clear()
+    r = ro.resume(r, "bob", 3.0)
+    r = run(r, world, [4.0, 5.0, 6.0])[-1]
+    assert r.state == ro.COMPLETED
+    assert [(e.who, e.what) for e in r.log if e.who != "rollout"] == [
+        ("admin", "started: waves rest, advance at 100%, halt at 20% of at least 1 ended"),
+        ("alice", "paused"), ("bob", "resumed")]
+
+
+def test_resume_past_a_halt_acknowledges_the_failures() -> None:
+    world = World(fates={"dev-000": "fail"})
+    r = ro.start("1", "k", "2.0.0", ["g"], ro.Policy(waves=ro.parse_waves("1,rest")), fleet(4), 0.0, "admin")
+    r = run(r, world, [0.0, 1.0])[-1]
+    assert r.state == ro.HALTED
+    r = run(ro.resume(r, "admin", 2.0), world, [3.0, 4.0, 5.0])[-1]
+    assert r.state == ro.COMPLETED and ro.counts(r.members)[ro.SUCCEEDED] == 3
+
+
+def test_json_round_trip_is_exact() -> None:
+    policy = ro.Policy(waves=ro.parse_waves("a+b,25%,rest"), soak=60,
+                       window=ro.parse_window("Mon-Fri 02:00+3h Europe/Berlin"))
+    r = run(ro.start("7", "k", "2.0.0", ["g"], policy, [*fleet(9), "a", "b"], at("2026-12-01 02:10"), "admin"),
+            World(fates={"dev-003": "busy"}, retries=1), [at("2026-12-01 02:10") + t for t in range(5)])[-1]
+    import json
+
+    assert ro.from_json(json.loads(json.dumps(ro.to_json(r)))) == r
+
+
+# -- properties ----------------------------------------------------------------------------------
+
+FATES = st.sampled_from(["succeed", "succeed", "succeed", "fail", "timeout", "busy", "silent"])
+WAVES = st.lists(st.one_of(st.integers(1, 5).map(str), st.sampled_from(["10%", "25%", "50%", "rest"])),
+                 min_size=1, max_size=4).map(",".join)
+WINDOWS = st.one_of(st.none(), st.sampled_from(["Mon-Fri 02:00+3h Europe/Berlin", "daily 23:30+90m UTC",
+                                                "Sat,Sun 10:00+1h America/New_York"]))
+
+
+@settings(max_examples=150, deadline=None)
+@given(n=st.integers(0, 25), fates=st.lists(FATES, min_size=25, max_size=25), waves=WAVES, window=WINDOWS,
+       halt_at=st.one_of(st.none(), st.floats(1, 100)), halt_min=st.integers(1, 5), retries=st.integers(0, 2),
+       soak=st.sampled_from([0.0, 600.0, 7200.0]), start=st.floats(1.7e9, 1.8e9),
+       steps=st.lists(st.floats(1, 4 * 3600), min_size=1, max_size=60),
+       controls=st.lists(st.tuples(st.integers(0, 59), st.sampled_from(["pause", "resume", "abort"])), max_size=4))
+def test_rollout_invariants(n: int, fates: list[str], waves: str, window: str | None, halt_at: float | None,
+                            halt_min: int, retries: int, soak: float, start: float, steps: list[float],
+                            controls: list[tuple[int, str]]) -> None:
+    ids = fleet(n)
+    policy = ro.Policy(waves=ro.parse_waves(waves), halt_at=halt_at, halt_min=halt_min, soak=soak,
+                       window=ro.parse_window(window) if window else None)
+    world = World(fates=dict(zip(ids, fates, strict=False)), retries=retries)
+    r = ro.start("1", "k", "2.0.0", ["g"], policy, ids, start, "admin")
+    assert sorted(m.device for m in r.members) == ids  # every eligible device in exactly one wave
+    members = {m.device: m.wave for m in r.members}
+    now = start
+    by_step = dict(controls)
+    halted_at_wave: int | None = None
+    for index, gap in enumerate(steps):
+        now += gap
+        control = by_step.get(index)
+        try:
+            if control == "pause":
+                r = ro.pause(r, "u", now)
+            elif control == "resume":
+                r = ro.resume(r, "u", now)
+                halted_at_wave = None
+            elif control == "abort":
+                r = ro.abort(r, "u", now)
+        except ro.ControlError:
+            pass
+        before = r
+        r, actions = ro.step(r, world.observe(r), now)
+        for action in actions:
+            if isinstance(action, ro.Announce):
+                # Never outside the window, never to a device outside the waves, only in the current wave.
+                assert policy.window is None or policy.window.is_open(now)
+                assert action.device in members and members[action.device] == r.wave
+                assert r.state == ro.RUNNING
+        if r.state == ro.HALTED:
+            if halted_at_wave is None:
+                halted_at_wave = r.wave
+            assert r.reason
+            # Never advances past a halt.
+            assert r.wave == halted_at_wave and not any(isinstance(a, ro.Announce) for a in actions)
+        if before.state in ro.FINAL:
+            assert r.state == before.state
+        assert r.wave >= before.wave  # never goes back
+        # Resuming from storage continues exactly: the stored form steps to the same result.
+        import json
+
+        again = ro.from_json(json.loads(json.dumps(ro.to_json(before))))
+        assert ro.step(again, world.observe(before), now) == (r, actions)
+        r = world.apply(r, actions, now)
+        held_before = set(world.held)
+        retried = len(world.retried)
+        world.progress(now)
+        # The announcer's retries never reach a device the rollout withdrew.
+        assert not {d for _, d in world.retried[retried:]} & held_before
+    for t, _ in world.announced:
+        assert policy.window is None or policy.window.is_open(t)
