@@ -52,7 +52,10 @@ def announcement(msg: Any) -> dict[str, Any]:
 def test_release_reaches_exactly_its_group_retained_qos1(setup: Any) -> None:
     server = setup.start()
     rel = release(server.config, "kitchen", "1.0.0", 30_000)
+    early = setup.probe().subscribe(f"{setup.pre}/+/update", qos=1)
     server.call(server.service.tick)
+    for device in ("kitchen-1", "kitchen-2"):  # on the broker: what a late subscriber gets is retained
+        early.wait_for(f"{setup.pre}/{device}/update", lambda m: bool(m.payload))
     late = setup.probe().subscribe(f"{setup.pre}/+/update", qos=1)  # subscribes after the release
     for device in ("kitchen-1", "kitchen-2"):
         msg = late.wait_for(f"{setup.pre}/{device}/update")
