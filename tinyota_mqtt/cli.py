@@ -188,8 +188,8 @@ def cmd_release(args: argparse.Namespace) -> int:
 
     config = _config(args)
     file = Path(args.file)
-    if not file.is_file():
-        raise TinyOTAError(f"no firmware file {file}" if not file.exists() else f"{file} is not a file",
+    if not file.exists() or file.is_dir():
+        raise TinyOTAError(f"no firmware file {file}" if not file.exists() else f"{file} is a directory",
                            "Arduino IDE: Sketch → Export Compiled Binary; PlatformIO: .pio/build/<env>/firmware.bin")
     client = find_server(config, args.server)
     if client is not None:

@@ -1,0 +1,232 @@
+"""The CLI against a running server: one path for every command, and what it says when things go wrong.
+
+Every command runs as a subprocess, as a user types it; the servers are real (in this process on
+a real socket, or ``tinyota serve`` as a child), and so are the broker and the files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.conftest import Mosquitto, Probe, free_port, tinyota, wait_until, write_config
+from tinyota_mqtt.core.image import make_test_image
+from tinyota_mqtt.core.passwords import Password
+from tinyota_mqtt.runner import Overrides
+
+
+def _json(out: subprocess.CompletedProcess[str]) -> Any:
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def test_status_history_releases_see_the_running_server_then_the_files(tmp_path: Path, servers: Any) -> None:
+    """The demo's case: the CLI's config keeps its files elsewhere, yet it sees the server's state."""
+    server = servers(write_config(tmp_path / "server"), Overrides(mqtt_url="none"))
+    mine = str(write_config(tmp_path / "cli", port=server.server.port))  # same server, other files
+    fw = tmp_path / "fw.bin"
+    fw.write_bytes(make_test_image("1.4.0", 70_000))
+    out = tinyota("release", str(fw), "--image", "kitchen", "--version", "1.4.0", "-c", mine)
+    assert out.returncode == 0, out.stderr
+    assert f"released kitchen 1.4.0 on {server.url}" in out.stdout
+    assert not (tmp_path / "cli" / "firmware").exists()  # it went to the server, not to my store
+
+    wait_until(lambda: server.view("kitchen-1")["attempt"], 10, "the automatic group's announcement")
+    status = tinyota("status", "--json", "-c", mine)
+    views = {v["id"]: v for v in _json(status)}
+    assert "note" not in status.stderr  # the server answered: nothing to explain
+    assert views["kitchen-1"]["target"] == "1.4.0" and views["kitchen-1"]["attempt"]["state"] == "pending"
+    history = _json(tinyota("history", "kitchen-1", "--json", "-c", mine))
+    assert [(a["version"], a["state"]) for a in history] == [("1.4.0", "pending")]
+    assert [r["version"] for r in _json(tinyota("releases", "--json", "-c", mine))] == ["1.4.0"]
+    assert not (tmp_path / "cli" / "state.sqlite").exists()
+
+    # Cancel pins nothing but holds: the table says so instead of leaving HOLD blank.
+    assert tinyota("cancel", "kitchen-2", "-c", mine).returncode == 0
+    table = tinyota("status", "-c", mine).stdout.splitlines()
+    assert table[0].split()[-3:] == ["HOLD", "LAST", "ERROR"]
+    assert any(line.startswith("kitchen-2") and "held (cancelled)" in line for line in table)
+
+    server.stop()
+    state = tmp_path / "server" / "state.sqlite"
+    before = hashlib.sha256(state.read_bytes()).hexdigest()
+    server_config = str(tmp_path / "server" / "config.yaml")
+    offline = tinyota("status", "--json", "-c", server_config)
+    views = {v["id"]: v for v in _json(offline)}
+    assert "no server answers" in offline.stderr and "read-only" in offline.stderr
+    assert len(offline.stderr.strip().splitlines()) == 1
+    assert views["kitchen-1"]["attempt"]["state"] == "pending" and views["kitchen-1"]["target"] == "1.4.0"
+    assert views["kitchen-2"]["held"] is True
+    assert [a["version"] for a in _json(tinyota("history", "kitchen-1", "--json", "-c", server_config))] == ["1.4.0"]
+    assert [r["version"] for r in _json(tinyota("releases", "--json", "-c", server_config))] == ["1.4.0"]
+    # Read-only for real: the file is unchanged and SQLite made nothing beside it.
+    assert hashlib.sha256(state.read_bytes()).hexdigest() == before
+    assert sorted(p.name for p in state.parent.iterdir() if p.name.startswith("state")) == ["state.sqlite"]
+
+
+def test_offline_reads_never_build_a_service(tmp_path: Path, servers: Any) -> None:
+    """A signing key the reader may not load and a state file it may not write: status still works."""
+    config = write_config(tmp_path)
+    server = servers(config, Overrides(mqtt_url="none"))
+    server.stop()
+    text = config.read_text().replace("  admin:", f"  signing_key: {tmp_path / 'no-such-key.pem'}\n  admin:")
+    config.write_text(text)
+    out = tinyota("status", "-c", str(config))
+    assert out.returncode == 0, out.stderr
+    assert "no-such-key" not in out.stderr and "move" not in out.stderr
+
+
+def test_unknown_ids_are_errors_with_a_sentence(tmp_path: Path, servers: Any) -> None:
+    config = str(write_config(tmp_path))
+    for running in (False, True):
+        if running:
+            servers(Path(config), Overrides(mqtt_url="none"))
+        out = tinyota("history", "nosuch", "-c", config)
+        assert out.returncode == 2, (running, out.stdout)
+        assert "no device 'nosuch'" in out.stderr and "Traceback" not in out.stderr
+        assert out.stdout == ""
+        out = tinyota("releases", "--image", "nosuch", "-c", config)
+        assert out.returncode == 2 and "no image 'nosuch'" in out.stderr
+    out = tinyota("install", "nosuch", "-c", config)
+    assert out.returncode == 2 and "no device 'nosuch'" in out.stderr
+
+
+def _held_port() -> tuple[socket.socket, int]:
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    return holder, holder.getsockname()[1]
+
+
+@pytest.mark.parametrize("command", ["serve", "demo"])
+def test_a_busy_port_is_two_lines_and_exit_2(tmp_path: Path, command: str) -> None:
+    config = str(write_config(tmp_path))
+    holder, busy = _held_port()
+    try:
+        extra = ("--once",) if command == "demo" else ("--mqtt", "none")
+        out = tinyota(command, "--port", str(busy), *extra, "-c", config)
+        assert out.returncode == 2
+        assert out.stderr.splitlines() == [
+            f"error: cannot listen on 127.0.0.1:{busy}: something else already uses that port",
+            f"  hint: stop it (`ss -ltnp 'sport = :{busy}'` shows what), or pass --port"]
+        # The embedded broker's port, too: named with its own option.
+        mqtt = ("--mqtt", "embedded") if command == "serve" else ("--once",)
+        out = tinyota(command, "--port", str(free_port()), "--mqtt-port", str(busy), *mqtt, "-c", config)
+        assert out.returncode == 2 and len(out.stderr.splitlines()) == 2, out.stderr
+        assert f"127.0.0.1:{busy}" in out.stderr and "--mqtt-port" in out.stderr
+        debug = tinyota("--debug", command, "--port", str(busy), *extra, "-c", config)
+        assert debug.returncode == 2 and "Traceback" in debug.stderr  # --debug shows what lies behind
+    finally:
+        holder.close()
+
+
+def test_release_over_the_api_reports_the_servers_409_not_a_broken_pipe(tmp_path: Path, servers: Any) -> None:
+    """The server refuses before reading the body; an 8 MiB upload used to die of "Connection reset"."""
+    server = servers(write_config(tmp_path / "server"), Overrides(mqtt_url="none"))
+    laptop = str(write_config(tmp_path / "laptop"))
+    fw = tmp_path / "fw.bin"
+    fw.write_bytes(make_test_image("2.0.0", 8 * 1024 * 1024))
+    args = ("release", str(fw), "--image", "sensor", "--version", "2.0.0", "--server", server.url, "-c", laptop)
+    assert tinyota(*args).returncode == 0
+    for _ in range(3):  # it failed 3 times in 4 on a loaded machine; every try must be right
+        again = tinyota(*args)
+        assert again.returncode == 2
+        assert "sensor 2.0.0 is already released" in again.stderr and "answered 409" in again.stderr
+        assert "reset" not in again.stderr and "pipe" not in again.stderr.lower()
+
+
+def test_wrong_admin_password_is_explained(tmp_path: Path, servers: Any) -> None:
+    server = servers(write_config(tmp_path / "server"), Overrides(mqtt_url="none"))
+    other = write_config(tmp_path / "other", port=server.server.port)
+    other.write_text(other.read_text().replace("admin-secret", "not-it"))
+    out = tinyota("status", "-c", str(other))
+    assert out.returncode == 2 and "refused the admin login" in out.stderr and "answered 401" in out.stderr
+
+
+def test_json_into_head_has_no_traceback(tmp_path: Path) -> None:
+    """More output than a pipe holds, so the reader's exit really does break the pipe."""
+    devices = "".join(f"  dev-{i}: {{group: kitchen-lights, password: pw-{i}}}\n" for i in range(1500))
+    config = write_config(tmp_path)
+    config.write_text(config.read_text() + devices)
+    out = subprocess.run(f"{sys.executable} -m tinyota_mqtt status --json -c {config} | head -c 10",
+                         shell=True, capture_output=True, text=True, timeout=120)
+    assert out.stdout == "[\n  {\n    \""[:10]
+    assert "Traceback" not in out.stderr and "BrokenPipe" not in out.stderr and "Exception" not in out.stderr
+
+
+def test_init_writes_a_config_that_passes_check_config_and_serves(tmp_path: Path, processes: Any) -> None:
+    target = tmp_path / "home" / "config.yaml"
+    target.parent.mkdir()
+    port = free_port()
+    out = tinyota("init", "-c", str(target), "--lan-address", "192.168.1.10", "--port", str(port),
+                  "--broker", "mqtt://192.168.1.2:1883", "--device", "garage-door", "--platform", "esp32")
+    assert out.returncode == 0, out.stderr
+    assert target.stat().st_mode & 0o077 == 0  # it holds passwords
+    written = yaml.safe_load(target.read_text())
+    admin, device = written["server"]["admin"]["password"], written["devices"]["garage-door"]["password"]
+    assert len(admin) >= 16 and len(device) >= 16 and admin != device
+    assert admin not in out.stdout + out.stderr and device not in out.stdout + out.stderr
+    assert written["server"]["public_url"] == f"http://192.168.1.10:{port}"
+    assert written["mqtt"]["url"] == "mqtt://192.168.1.2:1883"
+    check = tinyota("check-config", "-c", str(target))
+    assert check.returncode == 0 and check.stdout.startswith("ok: ") and "1 devices" in check.stdout
+    again = tinyota("init", "-c", str(target))
+    assert again.returncode == 2 and "exists" in again.stderr  # never overwrites without --force
+    # The generated admin account works: a server from this file answers the CLI.
+    processes(target, "--mqtt", "none")
+    status = tinyota("status", "--json", "-c", str(target))
+    assert [v["id"] for v in _json(status)] == ["garage-door"] and "note" not in status.stderr
+    bad = tinyota("init", "-c", str(tmp_path / "x.yaml"), "--device", "bad id", "--yes")
+    assert bad.returncode == 2 and "letters, digits" in bad.stderr
+
+
+def test_passwords_stay_off_the_command_line(tmp_path: Path) -> None:
+    refused = tinyota("hash-password", "hunter2")
+    assert refused.returncode == 2 and "shows in `ps`" in refused.stderr
+    secret = tmp_path / "pw"
+    secret.write_text("hunter2\n")
+    out = tinyota("hash-password", "--password-file", str(secret), "-c", "ignored.yaml")
+    assert out.returncode == 0, out.stderr
+    assert Password.parse(out.stdout.strip()).matches("hunter2")
+    warned = tinyota("simulate", "--password", "sensor-1=x", "--devices", "9", "-c", str(write_config(tmp_path)))
+    assert "shows in `ps`" in warned.stderr
+
+
+def _retained_reports(url: str, prefix: str, device: str) -> list[bytes]:
+    """What a new subscriber gets retained: all of it arrives before a marker published after subscribing."""
+    fresh = Probe(url).wait_connected().subscribe(f"{prefix}/{device}/#")
+    try:
+        fresh.publish(f"{prefix}/{device}/marker", "x")
+        wait_until(lambda: fresh.received(f"{prefix}/{device}/marker"), 10, "the marker")
+        return [m.payload for m in fresh.received(f"{prefix}/{device}/status") if m.payload]
+    finally:
+        fresh.client.disconnect()
+        fresh.client.loop_stop()
+
+
+def test_forget_drops_an_unknown_device_and_its_retained_report(tmp_path: Path, broker: Mosquitto, prefix: str,
+                                                               servers: Any) -> None:
+    config = str(write_config(tmp_path, mqtt=broker.url, prefix=prefix))
+    server = servers(Path(config))
+    wait_until(lambda: server.service.mqtt_connected, 10, "the server's MQTT session")
+    probe = Probe(broker.url).wait_connected()
+    probe.publish(f"{prefix}/stray-1/status", json.dumps({"state": "idle", "version": "0.1.0"}), retain=True)
+    wait_until(lambda: any(v["id"] == "stray-1" for v in _json(tinyota("status", "--json", "-c", config))),
+               20, "the stray device to show")
+    assert _retained_reports(broker.url, prefix, "stray-1") != []
+    refused = tinyota("forget", "kitchen-1", "-c", config)
+    assert refused.returncode == 2 and "is in the config" in refused.stderr
+    out = tinyota("forget", "--unknown", "-c", config)
+    assert out.returncode == 0 and "forgot 1 device(s): stray-1" in out.stdout
+    assert "stray-1" not in [v["id"] for v in _json(tinyota("status", "--json", "-c", config))]
+    # Its retained report is gone from the broker too, so a restart does not bring it back.
+    wait_until(lambda: _retained_reports(broker.url, prefix, "stray-1") == [], 10, "the retained report cleared")
+    assert tinyota("history", "stray-1", "-c", config).returncode == 2
