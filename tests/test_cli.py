@@ -142,7 +142,7 @@ def test_the_demo_runs_the_whole_loop(tmp_path: Path) -> None:
     shutil.copy(root / "config.yaml", tmp_path / "config.yaml")
     from tests.conftest import free_port
 
-    text = (tmp_path / "config.yaml").read_text().replace("embedded_port: 1883", f"embedded_port: {free_port()}")
+    text = (tmp_path / "config.yaml").read_text().replace("embedded_port: 1884", f"embedded_port: {free_port()}")
     (tmp_path / "config.yaml").write_text(text)
     out = tinyota("demo", "--once", "--port", str(free_port()), "-c", str(tmp_path / "config.yaml"), timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr

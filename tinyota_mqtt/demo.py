@@ -135,6 +135,9 @@ async def _demo(config: Config, keep_running: bool, talk: str) -> int:
                     for a in attempt_ids if registry.attempt(a).device in ids)  # type: ignore[union-attr]
     print("\nevery simulated device confirmed its update" if ok and succeeded else
           "\nsome updates did not complete", flush=True)
+    if not keep_running:
+        print(f"the CLI is {talk.split()[0]}: `{talk.split()[0]} --help` lists its commands; without --once the "
+              "demo keeps serving so you can try them", flush=True)
     if keep_running:
         print(f"still serving. Open {public}/ (the dashboard; admin and its password from the config), "
               f"or try the curl checks in the README, e.g. curl -I -u kitchen-1:kitchen-1-demo "
