@@ -36,6 +36,26 @@ def test_the_repository_sample_config_is_valid() -> None:
     assert out.returncode == 0, out.stderr
 
 
+def test_help_speaks_to_users_and_covers_every_option() -> None:
+    import argparse
+
+    from tinyota_mqtt.cli import build_parser
+
+    out = tinyota("--help")
+    assert out.returncode == 0
+    description = out.stdout.split("\n\n")[1]
+    assert description.startswith("Private firmware updates for your ESP8266 and ESP32 devices")
+    assert "exit status:" in out.stdout and "2  usage, config or environment error" in out.stdout
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    listed = {c.dest: c.help for c in commands._choices_actions}
+    for name, sub in commands.choices.items():
+        assert listed.get(name), f"{name} has no help line"
+        assert any(a.option_strings == ["-c", "--config"] for a in sub._actions), f"{name} takes no -c"
+        for action in sub._actions:
+            assert action.help, f"{name} {action.dest} has no help"
+
+
 def test_hash_password_from_stdin() -> None:
     out = subprocess.run([sys.executable, "-m", "tinyota_mqtt", "hash-password"], input="hunter2\n",
                          capture_output=True, text=True, timeout=60)

@@ -183,7 +183,8 @@ class AdminClient:
         try:
             payload = json.loads(raw) if raw else None
         except ValueError:
-            payload = {"error": raw.decode("utf-8", "replace")[:200]}
+            raise ApiError(status, f"the server at {self.url} answered {status} {reason} with something that is "
+                           "not TinyOTA's JSON", "is it a TinyOTA server? --server URL names the right one") from None
         if status < 400:
             return payload
         message = payload.get("error") if isinstance(payload, dict) else None
@@ -192,7 +193,7 @@ class AdminClient:
             message = "the server refused the admin login"
             hint = (f"server.admin in this config (or {PASSWORD_ENV}) must be the admin account of the "
                     f"server at {self.url}")
-        elif (status == 404 and not message) or message == "Not Found":
+        elif status == 404 and message in (None, "Not Found"):
             message = "the server does not know this request"
             hint = f"is {self.url} a TinyOTA server of this version?"
         raise ApiError(status, f"{message or reason} (the server at {self.url} answered {status})", hint)

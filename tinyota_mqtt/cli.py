@@ -19,6 +19,7 @@ import re
 import signal
 import socket
 import sys
+import textwrap
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -475,14 +476,14 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
 # -- argument parsing ----------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tinyota", description=DESCRIPTION, epilog=EXIT_CODES,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="tinyota", description=textwrap.fill(DESCRIPTION, 88),
+                                     epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"tinyota {__version__}")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
                         help="how much the server logs (default: info)")
     parser.add_argument("--debug", action="store_true",
                         help="log everything and show the traceback behind an error")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", title="commands")
 
     def add(name: str, fn: Callable[[argparse.Namespace], int], help_text: str,
             config_help: str = "config file (default: config.yaml)") -> argparse.ArgumentParser:
