@@ -180,7 +180,7 @@ class DeviceHandler(AdminHandler):
         # A retained report would bring it back at the next start: an empty retained message
         # deletes it on the broker (the documented ACL lets the server write tinyota/#).
         for topic in (self.service.topics.status(device_id), self.service.topics.availability(device_id)):
-            self.service.bus.publish(topic, b"", retain=True)
+            self.service.publisher.publish(topic, b"", retain=True, force=True)
         log.info("forgot unknown device %s", device_id)
         self.write_json({"forgotten": device_id})
 
