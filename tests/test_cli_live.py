@@ -244,3 +244,51 @@ def test_forget_drops_an_unknown_device_and_its_retained_report(tmp_path: Path, 
     # Its retained report is gone from the broker too, so a restart does not bring it back.
     wait_until(lambda: _retained_reports(broker.url, prefix, "stray-1") == [], 10, "the retained report cleared")
     assert tinyota("history", "stray-1", "-c", config).returncode == 2
+
+
+def test_a_user_who_may_only_read_the_files_reads_them(processes: Any) -> None:
+    """kill -9 leaves the state file with its -wal and -shm; another user, read-only, still sees it."""
+    import os
+    import shutil
+    import tempfile
+
+    # pytest's tmp_path is private to us (0700); this user must be able to look in.
+    root = Path(tempfile.mkdtemp(prefix="tinyota-ro-"))
+    try:
+        root.chmod(0o755)
+        config = write_config(root, port=free_port())
+        config.chmod(0o644)
+        server = processes(config, "--mqtt", "none")
+        fw = root / "fw.bin"
+        fw.write_bytes(make_test_image("2.0.0", 70_000))
+        assert tinyota("release", str(fw), "--image", "sensor", "--version", "2.0.0", "-c", str(config)).returncode == 0
+        assert tinyota("install", "sensor-1", "-c", str(config)).returncode == 0
+        wait_until(lambda: (root / "state.sqlite").exists(), 10, "the state file")
+        wait_until(lambda: "2.0.0" in tinyota("history", "sensor-1", "-c", str(config)).stdout, 10,
+                   "the attempt on disk")  # the API flushes an install before answering
+        server.kill()
+        for path in root.rglob("*"):
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        as_reader: tuple[str, ...] = ()
+        if os.geteuid() == 0:  # root reads anything: be someone else
+            as_reader = ("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups")
+        else:
+            root.chmod(0o555)
+
+        def run(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([*as_reader, sys.executable, "-m", "tinyota_mqtt", *args, "-c", str(config)],
+                                  capture_output=True, text=True, timeout=60, cwd="/")
+
+        out = run("status", "--json")
+        assert out.returncode == 0, out.stderr
+        views = {v["id"]: v for v in json.loads(out.stdout)}
+        assert views["sensor-1"]["attempt"]["version"] == "2.0.0" and views["sensor-1"]["target"] == "2.0.0"
+        assert "read-only" in out.stderr and "mv " not in out.stderr and "move" not in out.stderr
+        if as_reader:
+            (root / "state.sqlite").chmod(0o600)
+            denied = run("status")
+            assert denied.returncode == 2 and "cannot read the state file" in denied.stderr
+            assert "mv " not in denied.stderr and "Traceback" not in denied.stderr
+    finally:
+        root.chmod(0o755)
+        shutil.rmtree(root, ignore_errors=True)
