@@ -188,3 +188,15 @@ def test_release_to_a_remote_server_through_the_api(tmp_path: Path, servers: Any
     again = tinyota(*args)
     assert again.returncode == 2 and "already released" in again.stderr and "--replace" in again.stderr
     assert "answered 409" in again.stderr
+
+
+def test_building_the_package_prints_no_warnings(tmp_path: Path) -> None:
+    """setuptools deprecates the old license table and warns about editable import hooks: none of it here."""
+    root = Path(__file__).parent.parent
+    for args in (["wheel", "--no-deps", "-w", str(tmp_path), str(root)],):
+        out = subprocess.run([sys.executable, "-m", "pip", *args], capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr
+        lines = [line for line in (out.stdout + out.stderr).splitlines()
+                 if "warning" in line.lower() and "Location 'file:" not in line]  # pip's own index notice
+        assert lines == [], "\n".join(lines)
+    assert len(list(tmp_path.glob("tinyota_mqtt-*.whl"))) == 1
