@@ -282,7 +282,7 @@ def _hold(view: dict[str, Any]) -> str:
     if view.get("held"):
         return "held (cancelled)"
     if view.get("pinned"):
-        return f"pinned {view['pinned']}" + (" (group)" if view.get("pinned_by") == "group" else "")
+        return f"pinned {view['pinned']}"
     return "-"
 
 
