@@ -292,3 +292,41 @@ def test_a_user_who_may_only_read_the_files_reads_them(processes: Any) -> None:
     finally:
         root.chmod(0o755)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_the_running_demo_says_how_to_reach_it_and_the_cli_sees_it(tmp_path: Path) -> None:
+    """The issue's first complaint: `tinyota status` could not see the running demo (var/demo/)."""
+    import shutil
+    import signal
+    import threading
+
+    root = Path(__file__).parent.parent
+    config = tmp_path / "config.yaml"
+    shutil.copy(root / "config.yaml", config)
+    port, mqtt_port = free_port(), free_port()
+    # The user's config names the port the demo runs on, so plain `status -c config.yaml` finds it.
+    config.write_text(config.read_text().replace("8000", str(port)).replace("embedded_port: 1884",
+                                                                             f"embedded_port: {mqtt_port}"))
+    proc = subprocess.Popen([sys.executable, "-m", "tinyota_mqtt", "demo", "-c", str(config)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    def pump() -> None:
+        for line in proc.stdout or []:
+            lines.append(line)
+
+    threading.Thread(target=pump, daemon=True).start()
+    try:
+        hint = wait_until(lambda: next((x for x in lines if x.startswith("from another terminal:")), None),
+                          120, "the demo to say how to reach it")
+        assert f"status -c {config}" in hint and "--server" not in hint
+        out = tinyota("status", "--json", "-c", str(config))
+        views = {v["id"]: v for v in _json(out)}
+        assert "note" not in out.stderr  # the demo answered, not the (empty) var/ of the config
+        assert {d: views[d]["installed"] for d in ("kitchen-1", "kitchen-2", "sensor-1")} == \
+            {"kitchen-1": "1.1.0", "kitchen-2": "1.1.0", "sensor-1": "1.1.0"}
+        history = _json(tinyota("history", "sensor-1", "--json", "-c", str(config)))
+        assert [(a["version"], a["state"]) for a in history][:1] == [("1.1.0", "succeeded")]
+        assert not (tmp_path / "var" / "tinyota.sqlite").exists()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(30)
