@@ -146,7 +146,7 @@ def test_release_over_the_api_reports_the_servers_409_not_a_broken_pipe(tmp_path
     server = servers(write_config(tmp_path / "server"), Overrides(mqtt_url="none"))
     laptop = str(write_config(tmp_path / "laptop"))
     fw = tmp_path / "fw.bin"
-    fw.write_bytes(make_test_image("2.0.0", 8 * 1024 * 1024))
+    fw.write_bytes(make_test_image("2.0.0", 8 * 1024 * 1024, platform="esp32"))
     args = ("release", str(fw), "--image", "sensor", "--version", "2.0.0", "--server", server.url, "-c", laptop)
     assert tinyota(*args).returncode == 0
     for _ in range(3):  # it failed 3 times in 4 on a loaded machine; every try must be right
@@ -260,7 +260,7 @@ def test_a_user_who_may_only_read_the_files_reads_them(processes: Any) -> None:
         config.chmod(0o644)
         server = processes(config, "--mqtt", "none")
         fw = root / "fw.bin"
-        fw.write_bytes(make_test_image("2.0.0", 70_000))
+        fw.write_bytes(make_test_image("2.0.0", 70_000, platform="esp32"))
         assert tinyota("release", str(fw), "--image", "sensor", "--version", "2.0.0", "-c", str(config)).returncode == 0
         assert tinyota("install", "sensor-1", "-c", str(config)).returncode == 0
         wait_until(lambda: (root / "state.sqlite").exists(), 10, "the state file")
