@@ -36,6 +36,26 @@ def test_the_repository_sample_config_is_valid() -> None:
     assert out.returncode == 0, out.stderr
 
 
+def test_help_speaks_to_users_and_covers_every_option() -> None:
+    import argparse
+
+    from tinyota_mqtt.cli import build_parser
+
+    out = tinyota("--help")
+    assert out.returncode == 0
+    description = out.stdout.split("\n\n")[1]
+    assert description.startswith("Private firmware updates for your ESP8266 and ESP32 devices")
+    assert "exit status:" in out.stdout and "2  usage, config or environment error" in out.stdout
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    listed = {c.dest: c.help for c in commands._choices_actions}
+    for name, sub in commands.choices.items():
+        assert listed.get(name), f"{name} has no help line"
+        assert any(a.option_strings == ["-c", "--config"] for a in sub._actions), f"{name} takes no -c"
+        for action in sub._actions:
+            assert action.help, f"{name} {action.dest} has no help"
+
+
 def test_hash_password_from_stdin() -> None:
     out = subprocess.run([sys.executable, "-m", "tinyota_mqtt", "hash-password"], input="hunter2\n",
                          capture_output=True, text=True, timeout=60)
@@ -43,28 +63,41 @@ def test_hash_password_from_stdin() -> None:
     assert Password.parse(out.stdout.strip()).matches("hunter2")
 
 
-def test_release_and_releases(tmp_path: Path) -> None:
+def test_release_and_releases_without_a_server(tmp_path: Path) -> None:
     config = write_config(tmp_path)
     fw = tmp_path / "fw.bin"
     fw.write_bytes(make_test_image("1.4.0", 5000))
     out = tinyota("release", str(fw), "--image", "kitchen", "--version", "1.4.0", "--notes", "hi", "-c", str(config))
     assert out.returncode == 0, out.stderr
-    assert "released kitchen 1.4.0: 5000 bytes" in out.stdout and "kitchen-lights" in out.stdout
+    assert "released kitchen 1.4.0 into" in out.stdout and "5000 bytes" in out.stdout
+    # Nothing runs, so nothing claims a server announced it.
+    assert "no server answers" in out.stderr and "announces it once it runs" in out.stderr
     again = tinyota("release", str(fw), "--image", "kitchen", "--version", "1.4.0", "-c", str(config))
     assert again.returncode == 2 and "already released" in again.stderr and "--replace" in again.stderr
     wrong = tinyota("release", str(fw), "--image", "kichen", "--version", "1.5.0", "-c", str(config))
     assert wrong.returncode == 2 and "not in" in wrong.stderr
-    listing = json.loads(tinyota("releases", "--json", "-c", str(config)).stdout)
-    assert [(r["image"], r["version"], r["notes"]) for r in listing] == [("kitchen", "1.4.0", "hi")]
+    missing = tinyota("release", str(tmp_path / "nope.bin"), "--image", "kitchen", "--version", "1.5.0",
+                      "-c", str(config))
+    assert missing.returncode == 2 and "no firmware file" in missing.stderr and "Traceback" not in missing.stderr
+    listing = tinyota("releases", "--json", "-c", str(config))
+    assert [(r["image"], r["version"], r["notes"]) for r in json.loads(listing.stdout)] == [("kitchen", "1.4.0", "hi")]
+    assert listing.stderr.count("\n") == 1 and "read-only" in listing.stderr  # says once where it looked
     table = tinyota("releases", "-c", str(config)).stdout.splitlines()
     assert table[0].split()[:3] == ["IMAGE", "VERSION", "SIZE"] and table[1].split()[:3] == ["kitchen", "1.4.0", "5000"]
 
 
 def test_commands_that_need_the_server_say_so(tmp_path: Path) -> None:
-    out = tinyota("install", "kitchen-1", "-c", str(write_config(tmp_path)), "--server", "http://127.0.0.1:9")
-    assert out.returncode == 2 and "cannot reach the server" in out.stderr and "tinyota serve" in out.stderr
-    out = tinyota("status", "-c", str(write_config(tmp_path / "other")))
-    assert out.returncode == 2 and "no state file" in out.stderr
+    config = str(write_config(tmp_path))
+    out = tinyota("install", "kitchen-1", "-c", config, "--server", "http://127.0.0.1:9")
+    assert out.returncode == 2 and "no server answers at http://127.0.0.1:9" in out.stderr
+    for command in (("install", "kitchen-1"), ("cancel", "kitchen-1"), ("forget", "--unknown")):
+        out = tinyota(*command, "-c", config)
+        assert out.returncode == 2 and f"{command[0]} needs it" in out.stderr and "serve" in out.stderr
+        assert "Traceback" not in out.stderr
+    # Reading needs no server: before the first start there is just the config.
+    out = tinyota("status", "-c", config)
+    assert out.returncode == 0 and "no state file" in out.stderr and "move" not in out.stderr
+    assert [line.split()[0] for line in out.stdout.splitlines()[1:]] == ["kitchen-1", "kitchen-2", "sensor-1", "loner"]
 
 
 def test_simulate_command_brings_devices_online(tmp_path: Path, broker: Mosquitto, prefix: str,
@@ -106,10 +139,12 @@ def test_simulate_takes_passwords_for_hashed_devices(tmp_path: Path, broker: Mos
     (tmp_path / "config.yaml").write_text(text.replace("password: pw-sensor-1", f"password: '{hashed}'"))
     config = tmp_path / "config.yaml"
     refused = tinyota("simulate", "--devices", "1", "--group", "sensors", "--duration", "1", "-c", str(config))
-    assert refused.returncode == 2 and "--password ID=PASS" in refused.stderr
+    assert refused.returncode == 2 and "--password-file" in refused.stderr
     server = servers(config)
+    secrets = tmp_path / "passwords"
+    secrets.write_text("# id=password\nsensor-1=s3cret\n")
     proc = subprocess.Popen([sys.executable, "-m", "tinyota_mqtt", "simulate", "--group", "sensors",
-                             "--password", "sensor-1=s3cret", "--version", "3.0.0", "--duration", "60",
+                             "--password-file", str(secrets), "--version", "3.0.0", "--duration", "60",
                              "-c", str(config)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         wait_until(lambda: server.view("sensor-1")["installed"] == "3.0.0", 20, "the hashed device online")
@@ -127,7 +162,7 @@ def test_the_demo_runs_the_whole_loop(tmp_path: Path) -> None:
     shutil.copy(root / "config.yaml", tmp_path / "config.yaml")
     from tests.conftest import free_port
 
-    text = (tmp_path / "config.yaml").read_text().replace("embedded_port: 1883", f"embedded_port: {free_port()}")
+    text = (tmp_path / "config.yaml").read_text().replace("embedded_port: 1884", f"embedded_port: {free_port()}")
     (tmp_path / "config.yaml").write_text(text)
     out = tinyota("demo", "--once", "--port", str(free_port()), "-c", str(tmp_path / "config.yaml"), timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
@@ -152,3 +187,16 @@ def test_release_to_a_remote_server_through_the_api(tmp_path: Path, servers: Any
     assert not (tmp_path / "laptop" / "firmware").exists()
     again = tinyota(*args)
     assert again.returncode == 2 and "already released" in again.stderr and "--replace" in again.stderr
+    assert "answered 409" in again.stderr
+
+
+def test_building_the_package_prints_no_warnings(tmp_path: Path) -> None:
+    """setuptools deprecates the old license table and warns about editable import hooks: none of it here."""
+    root = Path(__file__).parent.parent
+    for args in (["wheel", "--no-deps", "-w", str(tmp_path), str(root)],):
+        out = subprocess.run([sys.executable, "-m", "pip", *args], capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr
+        lines = [line for line in (out.stdout + out.stderr).splitlines()
+                 if "warning" in line.lower() and "Location 'file:" not in line]  # pip's own index notice
+        assert lines == [], "\n".join(lines)
+    assert len(list(tmp_path.glob("tinyota_mqtt-*.whl"))) == 1

@@ -63,7 +63,10 @@ def test_repository_sample_loads_cleanly() -> None:
     assert config.server.store == REPO / "var/firmware"
     assert config.server.state == REPO / "var/tinyota.sqlite"
     assert config.server.admin.password.matches("change-me")
-    assert config.mqtt.embedded and config.mqtt.embedded_port == 1883
+    # A plain `pip install .` runs it: a broker on this machine, not the [embedded] extra. The
+    # demo's embedded broker keeps off mosquitto's port.
+    assert not config.mqtt.embedded and config.mqtt.url == "mqtt://127.0.0.1:1883"
+    assert config.mqtt.embedded_port == 1884
     assert config.homeassistant.enabled
     assert {i: img.platform for i, img in config.images.items()} == {"kitchen": "esp8266", "sensor": "esp32"}
     assert config.groups["kitchen-lights"].auto_update and not config.groups["sensors"].auto_update

@@ -161,7 +161,7 @@ def test_group_install_and_cli(setup: Any) -> None:
     assert views["sensor-1"]["attempt"]["state"] == "pending" and views["sensor-1"]["target"] == "2.0.0"
     table = tinyota("status", "-c", str(setup.config_path)).stdout
     assert table.splitlines()[0].split() == ["DEVICE", "GROUP", "ONLINE", "INSTALLED", "TARGET", "STATE",
-                                             "PROGRESS", "LAST", "SEEN"]
+                                             "PROGRESS", "LAST", "SEEN", "HOLD", "LAST", "ERROR"]
     assert any(line.startswith("sensor-1") and "announced" in line for line in table.splitlines())
     out = tinyota("cancel", "sensor-1", "-c", str(setup.config_path))
     assert out.returncode == 0 and "sensor-1" in out.stdout

@@ -14,9 +14,9 @@ from tinyota_mqtt.errors import TinyOTAError
 
 
 def _client(args: argparse.Namespace) -> Any:
-    from tinyota_mqtt.cli import _admin_client, _config
+    from tinyota_mqtt.cli import _config, _needs_server
 
-    return _admin_client(args, _config(args))
+    return _needs_server(args, _config(args), "rollout")
 
 
 def _when(stamp: float | None) -> str:
@@ -102,18 +102,23 @@ def register(sub: Any) -> None:
     """Add ``rollout`` and its subcommands to cli.py's subparsers."""
     top = sub.add_parser("rollout", help="staged rollouts: waves, halts, windows (docs/rollouts.md)",
                          description="start, watch, pause, resume or abort staged rollouts on the running server")
-    commands = top.add_subparsers(dest="rollout_command", required=True, metavar="ACTION")
+    # -c before or after the action: the action's own takes no default, so it never hides the other.
+    top.add_argument("-c", "--config", default="config.yaml", metavar="FILE",
+                     help="config file (default: config.yaml)")
+    commands = top.add_subparsers(dest="rollout_command", required=True, metavar="ACTION",
+                                  help="start, list, status, pause, resume or abort")
 
     def add(name: str, fn: Any, text: str) -> argparse.ArgumentParser:
         p: argparse.ArgumentParser = commands.add_parser(name, help=text, description=text)
-        p.add_argument("-c", "--config", default="config.yaml", help="config file (default: config.yaml)")
+        p.add_argument("-c", "--config", default=argparse.SUPPRESS, metavar="FILE",
+                       help="config file (default: config.yaml)")
         p.add_argument("--server", help="server URL (default: from the config)")
         p.set_defaults(fn=fn)
         return p
 
     p = add("start", cmd_start, "start a rollout of a release to groups, wave by wave")
-    p.add_argument("image")
-    p.add_argument("version")
+    p.add_argument("image", help="the image to roll out, as named in the config")
+    p.add_argument("version", help="its release to roll out, e.g. 1.4.0")
     p.add_argument("--group", action="append", help="a group of the image (repeatable; default: every group of it)")
     p.add_argument("--waves", help="e.g. 1,25%%,rest or kitchen-1,50%%,rest (sizes count from the start)")
     p.add_argument("--halt-at", dest="halt_at", help="halt when this share of ended attempts failed, e.g. 20%% "
@@ -122,18 +127,18 @@ def register(sub: Any) -> None:
     p.add_argument("--advance-at", dest="advance_at", help="share of a wave that must succeed (default 100%%)")
     p.add_argument("--soak", type=float, help="seconds to wait after a wave succeeded")
     p.add_argument("--window", help="maintenance window, e.g. 'Mon-Fri 02:00+3h Europe/Berlin'")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     p = add("list", cmd_list, "list rollouts, newest first")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     p = add("status", cmd_status, "show one rollout (default: the newest live one)")
-    p.add_argument("id", nargs="?")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("id", nargs="?", help="the rollout's id (`tinyota rollout list` shows them)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     for action, text in (("pause", "stop announcing; attempts already started finish"),
                          ("resume", "continue a paused or halted rollout where it stopped"),
                          ("abort", "end a rollout for good; attempts already started finish")):
         p = add(action, cmd_control, text)
-        p.add_argument("id")
+        p.add_argument("id", help="the rollout's id (`tinyota rollout list` shows them)")
         p.set_defaults(action=action)

@@ -9,12 +9,14 @@ real ones, and starts fresh each time.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import shutil
 import signal
 import time
 from pathlib import Path
 
+from tinyota_mqtt.apiclient import candidates
 from tinyota_mqtt.config import load_config
 from tinyota_mqtt.config.model import Config
 from tinyota_mqtt.core import image as esp_image
@@ -42,15 +44,20 @@ async def _wait(predicate: object, timeout: float) -> bool:
     return False
 
 
-def run_demo(config_path: Path, *, port: int, keep_running: bool, mqtt_port: int | None = None) -> int:
+def run_demo(config_path: Path, *, port: int | None, keep_running: bool, mqtt_port: int | None = None,
+             prog: str = "tinyota") -> int:
     base = load_config(config_path)
     root = (config_path.parent / "var" / "demo").resolve()
     shutil.rmtree(root, ignore_errors=True)
-    config = _demo_config(base, root, port, mqtt_port)
-    return asyncio.run(_demo(config, port, keep_running))
+    config = _demo_config(base, root, base.server.port if port is None else port, mqtt_port)
+    # The CLI finds a server where the config says it listens; say so only when that is this one.
+    talk = f"{prog} status -c {config_path}"
+    if config.server.public_url not in candidates(base):
+        talk += f" --server {config.server.public_url}"
+    return asyncio.run(_demo(config, keep_running, talk))
 
 
-async def _demo(config: Config, port: int, keep_running: bool) -> int:
+async def _demo(config: Config, keep_running: bool, talk: str) -> int:
     server = Server(config)
     store = server.service.store
     for name in config.images:  # every device starts on 1.0.0, already released
@@ -58,7 +65,12 @@ async def _demo(config: Config, port: int, keep_running: bool) -> int:
         with store.begin(name, START, "first release", platform=platform) as up:
             up.write(esp_image.make_test_image(START, 64 * 1024, platform=platform))
             up.commit()
-    await server.start()
+    try:
+        await server.start()
+    except BaseException:
+        with contextlib.suppress(Exception):  # the first error is the one to tell
+            await server.stop()  # the broker may be up while the HTTP port was taken
+        raise
     public = f"http://127.0.0.1:{server.port}"
     # Never print the password itself: it may be a real one from the environment.
     print(f"server on {public} (log in as {config.server.admin.username} with server.admin.password), "
@@ -123,10 +135,15 @@ async def _demo(config: Config, port: int, keep_running: bool) -> int:
                     for a in attempt_ids if registry.attempt(a).device in ids)  # type: ignore[union-attr]
     print("\nevery simulated device confirmed its update" if ok and succeeded else
           "\nsome updates did not complete", flush=True)
+    if not keep_running:
+        print(f"the CLI is {talk.split()[0]}: `{talk.split()[0]} --help` lists its commands; without --once the "
+              "demo keeps serving so you can try them", flush=True)
     if keep_running:
         print(f"still serving. Open {public}/ (the dashboard; admin and its password from the config), "
               f"or try the curl checks in the README, e.g. curl -I -u kitchen-1:kitchen-1-demo "
               f"{public}/firmware.bin . Ctrl-C stops.", flush=True)
+        print(f"from another terminal: {talk} (and history, releases, install, cancel the same way)",
+              flush=True)
         stop = asyncio.Event()
         loop.add_signal_handler(signal.SIGINT, stop.set)
         loop.add_signal_handler(signal.SIGTERM, stop.set)

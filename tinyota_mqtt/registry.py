@@ -174,9 +174,22 @@ class Registry:
         return record
 
     def forget_device(self, device_id: str) -> None:
+        """Drop a device's record and its attempts, on disk at once (nothing to write behind)."""
         self._devices.pop(device_id, None)
         self._dirty_devices.discard(device_id)
-        self._db.execute("DELETE FROM devices WHERE id = ?", (device_id,))
+        for attempt in self._in_memory(device_id):
+            self._dirty_attempts.discard(attempt.id)
+            self._forget(attempt)
+        try:
+            self._db.execute("BEGIN")
+            self._db.execute("DELETE FROM devices WHERE id = ?", (device_id,))
+            self._db.execute("DELETE FROM attempts WHERE device = ?", (device_id,))
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
+            raise StateError(f"cannot write the state file {self.path}: {exc}",
+                             "check free disk space and permissions") from None
 
     # -- attempts --------------------------------------------------------------------------------
 

@@ -990,7 +990,8 @@ def load_config(path: str | os.PathLike[str], *, env: Mapping[str, str] | None =
         raw = file.read_bytes()
     except FileNotFoundError:
         raise ConfigError(
-            [f"[{file.name}] no such file; copy the repository's sample config.yaml to start"], str(path)
+            [f"[{file.name}] no such file: `tinyota init` writes a starter one, or copy the repository's "
+             "sample config.yaml"], str(path)
         ) from None
     except OSError as error:
         raise ConfigError([f"[{file.name}] cannot read the file: {error.strerror}"], str(path)) from None

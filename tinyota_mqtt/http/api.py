@@ -10,12 +10,16 @@ from typing import Any
 from tornado import web
 from tornado.http1connection import HTTP1Connection
 
-from tinyota_mqtt.errors import StoreError, TinyOTAError
+from tinyota_mqtt.errors import NotFound, StoreError, TinyOTAError
 from tinyota_mqtt.http.base import BaseHandler
 from tinyota_mqtt.store import Expectation, Upload
 
 log = logging.getLogger("tinyota.http")
 _HEX = set("0123456789abcdefABCDEF")
+
+
+class Conflict(TinyOTAError):
+    status = 409
 
 
 def _hex_arg(value: str | None, length: int, name: str) -> str | None:
@@ -109,6 +113,9 @@ class ReleasesHandler(AdminHandler):
 
     def get(self) -> None:
         image = self.get_query_argument("image", None)
+        if image is not None and image not in self.service.config.images \
+                and image not in self.service.store.images():
+            raise NotFound(f"no image {image!r}", "images: " + (", ".join(self.service.config.images) or "(none)"))
         self.write_json([r.to_json() for r in self.service.store.releases(image)])
 
     def post(self) -> None:
@@ -136,10 +143,22 @@ class DevicesHandler(AdminHandler):
         self.write_json([self.service.device_view(d) for d in self.service.device_ids()])
 
 
+def _known(handler: AdminHandler, device_id: str) -> None:
+    if device_id not in handler.service.device_ids():
+        raise NotFound(f"no device {device_id!r}: it is not in the config and never reported",
+                       "`tinyota status` lists the devices")
+
+
+def _limit(handler: AdminHandler) -> int:
+    raw = handler.get_query_argument("limit", "50")
+    if not raw.isdigit() or not 1 <= int(raw) <= 10_000:
+        raise TinyOTAError("limit must be a number from 1 to 10000")
+    return int(raw)
+
+
 class DeviceHandler(AdminHandler):
     def get(self, device_id: str) -> None:
-        if device_id not in self.service.device_ids():
-            raise web.HTTPError(404)
+        _known(self, device_id)
         view = self.service.device_view(device_id)
         view["history"] = [asdict(a) for a in self.service.registry.history(device_id)]
         view["topics"] = {
@@ -151,10 +170,25 @@ class DeviceHandler(AdminHandler):
         }
         self.write_json(view)
 
+    def delete(self, device_id: str) -> None:
+        """Forget a device the config does not name: its state, its history, its retained reports."""
+        _known(self, device_id)
+        if device_id in self.service.config.devices:
+            raise Conflict(f"{device_id} is in the config, so it cannot be forgotten",
+                           "remove it from the config and restart the server first")
+        self.service.registry.forget_device(device_id)
+        # A retained report would bring it back at the next start: an empty retained message
+        # deletes it on the broker (the documented ACL lets the server write tinyota/#).
+        for topic in (self.service.topics.status(device_id), self.service.topics.availability(device_id)):
+            self.service.publisher.publish(topic, b"", retain=True, force=True)
+        log.info("forgot unknown device %s", device_id)
+        self.write_json({"forgotten": device_id})
+
 
 class DeviceHistoryHandler(AdminHandler):
     def get(self, device_id: str) -> None:
-        self.write_json([asdict(a) for a in self.service.registry.history(device_id)])
+        _known(self, device_id)
+        self.write_json([asdict(a) for a in self.service.registry.history(device_id, _limit(self))])
 
 
 class InstallHandler(AdminHandler):

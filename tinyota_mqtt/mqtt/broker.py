@@ -107,8 +107,8 @@ class EmbeddedBroker:
             from tinyota_mqtt.mqtt.amqtt_broker import GatedBroker
         except ImportError:
             raise BrokerError(
-                "mqtt.url is 'embedded' but the embedded broker is not installed",
-                "pip install 'tinyota-mqtt[embedded]', or point mqtt.url at your mosquitto",
+                "the embedded broker (mqtt.url: embedded, and tinyota demo) is not installed",
+                "pip install 'tinyota-mqtt[embedded]' (./dev does), or point mqtt.url at your broker",
             ) from None
         for name in ("amqtt", "transitions"):
             # Its INFO is a line per packet, and it warns about harmless PUBACK races at shutdown.

@@ -179,7 +179,8 @@ class MqttLink:
         try:
             self._client.reconnect()  # blocking TCP (and TLS) connect; queues CONNECT
         except (OSError, ssl.SSLError) as exc:
-            self._problem(f"cannot reach broker {self.address} ({exc.__class__.__name__}: {exc}); retrying")
+            self._problem(f"cannot reach broker {self.address} ({exc.__class__.__name__}: {exc}); retrying. "
+                          "Is it running, and is mqtt.url right?")
             return False
         return True
 

@@ -262,8 +262,8 @@ def devices_for(config: Config, count: int | None, group: str | None, broker: st
             raise TinyOTAError(
                 f"asked for {count} simulated devices but the config has {len(chosen)} whose password is "
                 "known" + (f" in group {group}" if group else ""),
-                "a simulated device needs its password: add devices, pass --password ID=PASS for "
-                "hashed ones, or ask for fewer")
+                "a simulated device needs its password: add devices, give hashed ones' passwords in "
+                "--password-file FILE (ID=PASS lines), or ask for fewer")
         chosen = chosen[:count]
     sims = []
     for device in chosen:
