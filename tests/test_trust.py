@@ -61,13 +61,18 @@ def test_foreign_retained_messages_on_our_topics_are_put_back(
             fresh.close()
             return msg.payload if msg else None
 
-        wait_until(lambda: watcher.last(f"{prefix}/kitchen-1/update").payload == ours, 10,
-                   "the server to put its announcement back")
-        wait_until(lambda: watcher.last(f"{prefix}/sensor-1/update").payload == b"", 10,
-                   "the server to clear the forged one")
-        wait_until(lambda: watcher.last(f"{prefix}/kitchen-1/state").payload == state, 10, "its state back")
-        wait_until(lambda: watcher.last(f"{prefix}/server/availability").payload == b"online", 10,
-                   "'online' back")
+        def last(topic: str) -> bytes | None:  # None until the watcher has seen anything there
+            msg = watcher.last(f"{prefix}/{topic}")
+            return msg.payload if msg is not None else None
+
+        # Each forgery reaches the watcher first, then the server's repair does.
+        for topic, bad in (("kitchen-1/update", forged), ("sensor-1/update", forged),
+                           ("kitchen-1/state", b'{"installed_version":"6.6.6"}'), ("server/availability", b"offline")):
+            watcher.wait_for(f"{prefix}/{topic}", lambda m, bad=bad: m.payload == bad)
+        wait_until(lambda: last("kitchen-1/update") == ours, 10, "the server to put its announcement back")
+        wait_until(lambda: last("sensor-1/update") == b"", 10, "the server to clear the forged one")
+        wait_until(lambda: last("kitchen-1/state") == state, 10, "its state back")
+        wait_until(lambda: last("server/availability") == b"online", 10, "'online' back")
     assert broker_holds(f"{prefix}/kitchen-1/update") == ours  # what a device connecting now gets
     assert broker_holds(f"{prefix}/server/availability") == b"online"
     warned = [r.getMessage() for r in caplog.records if "did not write" in r.getMessage()]
