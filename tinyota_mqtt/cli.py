@@ -128,7 +128,7 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
     signer = generate(Path(args.file))
     print(f"wrote {args.file} (keep it private; set server.signing_key to it)")
-    print(f"public key (Ed25519, base64), for devices: {signer.public_key}")
+    print(f"public key (ECDSA P-256 point, hex), for devices: {signer.public_key}")
     return 0
 
 
@@ -302,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("password", nargs="?", help="read from the terminal or stdin when left out")
     p.set_defaults(fn=cmd_hash_password)
 
-    p = sub.add_parser("keygen", help="make an Ed25519 key for signing announcements (server.signing_key)")
+    p = sub.add_parser("keygen", help="make an ECDSA P-256 key for signing announcements (server.signing_key)")
     p.add_argument("file")
     p.set_defaults(fn=cmd_keygen)
 
