@@ -68,6 +68,8 @@ def test_manifest_names_device_image_and_attempt() -> None:
 def test_signatures_are_raw_p256_and_malformed_ones_fail(tmp_path: Path) -> None:
     signer = generate(tmp_path / "k")
     sig = signer.sign(b"message")
+    # Equal announcements must be equal bytes (re-publishing, the retained-topic watch compare them).
+    assert signer.sign(b"message") == sig and signer.sign(b"other") != sig
     raw = base64.b64decode(sig)
     assert len(raw) == 64
     verifier = Verifier(signer.public_key)

@@ -29,6 +29,7 @@ from tinyota_mqtt.errors import TinyOTAError
 
 SIGNATURE_BYTES = 64
 PUBLIC_KEY_HEX = 130
+MAX_REMEMBERED = 4096  # signatures kept where RFC 6979 is unavailable: far more than open attempts
 
 
 def _crypto() -> Any:
@@ -43,6 +44,12 @@ def _crypto() -> Any:
 class Signer:
     def __init__(self, private_key: Any) -> None:
         self._key = private_key
+        # Equal announcements must be byte-equal (re-publishing after a reconnect, and the check
+        # that the broker still holds what we published, compare bytes), but ECDSA draws a random
+        # nonce. RFC 6979 derives it from the key and message instead; where `cryptography` (before
+        # 44) or its OpenSSL (before 3.2) lacks that, signatures already made are reused.
+        self._deterministic = True
+        self._made: dict[bytes, str] = {}
 
     @classmethod
     def load(cls, path: Path) -> Signer:
@@ -61,13 +68,29 @@ class Signer:
         return cls(key)
 
     def sign(self, message: bytes) -> str:
-        """base64 of the raw 64-byte r || s over SHA-256(message)."""
+        """base64 of the raw 64-byte r || s over SHA-256(message); the same for the same message."""
         ec = _crypto()
+        from cryptography.exceptions import UnsupportedAlgorithm
         from cryptography.hazmat.primitives import hashes
         from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-        r, s = decode_dss_signature(self._key.sign(message, ec.ECDSA(hashes.SHA256())))
-        return base64.b64encode(r.to_bytes(32, "big") + s.to_bytes(32, "big")).decode("ascii")
+        if not self._deterministic and message in self._made:
+            return self._made[message]
+        der = None
+        if self._deterministic:
+            try:
+                der = self._key.sign(message, ec.ECDSA(hashes.SHA256(), deterministic_signing=True))
+            except (TypeError, UnsupportedAlgorithm):  # TypeError: no such keyword yet
+                self._deterministic = False
+        if der is None:
+            der = self._key.sign(message, ec.ECDSA(hashes.SHA256()))
+        r, s = decode_dss_signature(der)
+        sig = base64.b64encode(r.to_bytes(32, "big") + s.to_bytes(32, "big")).decode("ascii")
+        if not self._deterministic:
+            if len(self._made) >= MAX_REMEMBERED:  # bounded: the oldest go first
+                del self._made[next(iter(self._made))]
+            self._made[message] = sig
+        return sig
 
     @property
     def public_key(self) -> str:
