@@ -240,12 +240,17 @@ TEST(agent_with_a_key_refuses_missing_changed_and_replayed_signatures) {
   const char* at = strstr(kSigned, "\"size\":1000") + 8;  // a byte of the size: 1000 -> 1001
   const size_t sizeAt = static_cast<size_t>(at - kSigned) + 2;
   const size_t sigAt = static_cast<size_t>(strstr(kSigned, kSig) - kSigned) + 3;
-  const char* reasons[] = {"no \"sig\"", "does not verify", "does not verify", "does not verify"};
-  for (int i = 0; i < 4; ++i) {
+  const size_t idAt = static_cast<size_t>(strstr(kSigned, "\"a1\"") - kSigned) + 2;
+  const size_t versionAt = static_cast<size_t>(strstr(kSigned, "\"1.4.0\"") - kSigned) + 5;
+  const char* reasons[] = {"no \"sig\"",       "does not verify", "does not verify",
+                           "does not verify", "does not verify", "does not verify"};
+  for (int i = 0; i < 6; ++i) {
     const char* payload = withUrl("http://ota.lan:8000/fw/kitchen/9.9.9.bin");  // unsigned
     if (i == 1) payload = changed(sizeAt, '1');                                // signed size 1000, sent 1001
     if (i == 2) payload = changed(sigAt, kSigned[sigAt] == 'A' ? 'B' : 'A');   // one signature byte
     if (i == 3) payload = changed(strlen(kSigned) - 5, '=');                   // not base64 of 64 bytes
+    if (i == 4) payload = changed(idAt, '2');       // the signature replayed to attempt "a2"
+    if (i == 5) payload = changed(versionAt, '1');  // ...or to version 1.4.1
     Rig rig("kitchen", &verifier);
     CHECK(rig.agent.begin());
     rig.send(payload);
