@@ -9,6 +9,7 @@
 extern "C" {
 void stack_thunk_add_ref();
 void stack_thunk_del_ref();
+uint32_t stack_thunk_get_refcnt();
 }
 
 #define make_stack_thunk(fcnToThunk)

@@ -153,20 +153,20 @@ TEST(p256_verifier_checks_with_the_real_library) {
   CHECK(decodeSignature(kSig, sig));
   const uint8_t* message = reinterpret_cast<const uint8_t*>(kManifest);
   const size_t len = strlen(kManifest);
-  CHECK(verifier.verify(message, len, sig));
+  CHECK(verifier.verify(message, len, sig) == kSignatureValid);
   char tampered[kMaxManifestLen + 1];
   copyText(tampered, sizeof tampered, kManifest);
   tampered[len - 1] = 'e';
-  CHECK(!verifier.verify(reinterpret_cast<const uint8_t*>(tampered), len, sig));
+  CHECK(verifier.verify(reinterpret_cast<const uint8_t*>(tampered), len, sig) == kSignatureInvalid);
   sig[5] ^= 0x01;
-  CHECK(!verifier.verify(message, len, sig));
+  CHECK(verifier.verify(message, len, sig) == kSignatureInvalid);
   sig[5] ^= 0x01;
   uint8_t zero[kSignatureLen] = {0};
-  CHECK(!verifier.verify(message, len, zero));
+  CHECK(verifier.verify(message, len, zero) == kSignatureInvalid);
 
   P256Verifier other;
   CHECK(other.begin(kOtherPublicKey));
-  CHECK(!other.verify(message, len, sig));
+  CHECK(other.verify(message, len, sig) == kSignatureInvalid);
 
   // 04 || X || Y with Y changed is not on the curve: refused at configuration time.
   char offCurve[140];
@@ -174,7 +174,7 @@ TEST(p256_verifier_checks_with_the_real_library) {
   offCurve[129] = offCurve[129] == '0' ? '1' : '0';
   P256Verifier bad;
   CHECK(!bad.begin(offCurve));
-  CHECK(!bad.verify(message, len, sig));
+  CHECK(bad.verify(message, len, sig) == kSignatureInvalid);
   CHECK(!bad.begin("not hex"));
 }
 
@@ -279,4 +279,20 @@ TEST(agent_with_a_key_refuses_missing_changed_and_replayed_signatures) {
   CHECK(keyless.agent.begin());
   keyless.send("{\"id\":\"t1\",\"version\":\"9.9.9\",\"url\":\"http://ota.lan:8000/fw/k.bin\",\"sig\":7}");
   CHECK(keyless.agent.hasQueuedUpdate());
+}
+
+TEST(agent_refuses_when_the_signature_cannot_be_checked_now) {
+  // ESP8266 with too little heap for BearSSL's second stack, mbedTLS out of memory: no verdict,
+  // so nothing is done, and the reason says so instead of blaming the signature.
+  struct Unable : SignatureVerifier {
+    SignatureCheck verify(const uint8_t*, size_t, const uint8_t*) { return kSignatureUnchecked; }
+  } unable;
+  Rig rig("kitchen", &unable);
+  CHECK(rig.agent.begin());
+  rig.send(kSigned);
+  CHECK(!rig.agent.hasQueuedUpdate());
+  CHECK_EQ(rig.updater.runs, 0);
+  CHECK_EQ(rig.store.saves, 0);
+  CHECK_STR(rig.lastField("state"), "failed");
+  CHECK(strstr(rig.lastField("error"), "too little free heap") != 0);
 }

@@ -7,6 +7,7 @@
 #if defined(TINYOTA_P256_BEARSSL)
 
 #if defined(ESP8266)
+#include <Arduino.h>  // ESP.getMaxFreeBlockSize()
 #include <StackThunk.h>
 #include <bearssl/bearssl.h>
 #else
@@ -45,6 +46,21 @@ extern "C" uint32_t thunk_tinyota_p256_check(const uint8_t* key, const uint8_t* 
 
 namespace {
 
+#if defined(ESP8266)
+// StackThunk.cpp allocates 6200 bytes for the second stack unless a TLS client holds it, and
+// abort()s when that fails; leave the rest of the sketch some room as well.
+const uint32_t kSecondStackBytes = 6200;
+const uint32_t kHeapMargin = 2048;
+#endif
+
+bool canCheck() {
+#if defined(ESP8266)
+  return stack_thunk_get_refcnt() > 0 || ESP.getMaxFreeBlockSize() >= kSecondStackBytes + kHeapMargin;
+#else
+  return true;
+#endif
+}
+
 uint32_t check(const uint8_t* key, const uint8_t* hash, const uint8_t* signature, uint32_t keyOnly) {
 #if defined(ESP8266)
   stack_thunk_add_ref();
@@ -59,18 +75,20 @@ uint32_t check(const uint8_t* key, const uint8_t* hash, const uint8_t* signature
 }  // namespace
 
 bool P256Verifier::begin(const char* publicKeyHex) {
-  ready_ = tinyota::parsePublicKeyHex(publicKeyHex, key_) && check(key_, 0, 0, 1) == 1;
+  // setup() has the heap to itself; without room now, begin() fails like a bad key would.
+  ready_ = tinyota::parsePublicKeyHex(publicKeyHex, key_) && canCheck() && check(key_, 0, 0, 1) == 1;
   return ready_;
 }
 
-bool P256Verifier::verify(const uint8_t* message, size_t len, const uint8_t* signature) {
-  if (!ready_ || signature == 0) return false;
+tinyota::SignatureCheck P256Verifier::verify(const uint8_t* message, size_t len, const uint8_t* signature) {
+  if (!ready_ || signature == 0) return tinyota::kSignatureInvalid;
+  if (!canCheck()) return tinyota::kSignatureUnchecked;
   br_sha256_context sha;
   uint8_t hash[32];
   br_sha256_init(&sha);
   br_sha256_update(&sha, message, len);
   br_sha256_out(&sha, hash);
-  return check(key_, hash, signature, 0) == 1;
+  return check(key_, hash, signature, 0) == 1 ? tinyota::kSignatureValid : tinyota::kSignatureInvalid;
 }
 
 #elif defined(TINYOTA_P256_MBEDTLS)
@@ -83,7 +101,8 @@ namespace {
 
 // One verification from scratch: the group and the point are a few hundred bytes of heap in
 // mbedTLS, so they live only while a signature is checked (a few per update at most).
-bool check(const uint8_t* key, const uint8_t* hash, const uint8_t* signature) {
+// Returns mbedTLS's code: 0 for a valid signature (or, without one, a valid key).
+int check(const uint8_t* key, const uint8_t* hash, const uint8_t* signature) {
   mbedtls_ecp_group group;
   mbedtls_ecp_point q;
   mbedtls_mpi r;
@@ -92,37 +111,42 @@ bool check(const uint8_t* key, const uint8_t* hash, const uint8_t* signature) {
   mbedtls_ecp_point_init(&q);
   mbedtls_mpi_init(&r);
   mbedtls_mpi_init(&s);
-  bool ok = mbedtls_ecp_group_load(&group, MBEDTLS_ECP_DP_SECP256R1) == 0 &&
-            mbedtls_ecp_point_read_binary(&group, &q, key, tinyota::kPublicKeyLen) == 0 &&
-            mbedtls_ecp_check_pubkey(&group, &q) == 0;
-  if (ok && signature != 0) {
-    ok = mbedtls_mpi_read_binary(&r, signature, 32) == 0 && mbedtls_mpi_read_binary(&s, signature + 32, 32) == 0 &&
-         mbedtls_ecdsa_verify(&group, hash, 32, &q, &r, &s) == 0;
-  }
+  int rc = mbedtls_ecp_group_load(&group, MBEDTLS_ECP_DP_SECP256R1);
+  if (rc == 0) rc = mbedtls_ecp_point_read_binary(&group, &q, key, tinyota::kPublicKeyLen);
+  if (rc == 0) rc = mbedtls_ecp_check_pubkey(&group, &q);
+  if (rc == 0 && signature != 0) rc = mbedtls_mpi_read_binary(&r, signature, 32);
+  if (rc == 0 && signature != 0) rc = mbedtls_mpi_read_binary(&s, signature + 32, 32);
+  if (rc == 0 && signature != 0) rc = mbedtls_ecdsa_verify(&group, hash, 32, &q, &r, &s);
   mbedtls_mpi_free(&s);
   mbedtls_mpi_free(&r);
   mbedtls_ecp_point_free(&q);
   mbedtls_ecp_group_free(&group);
-  return ok;
+  return rc;
 }
+
+// Out of heap is no verdict on the signature: the device says so and acts on nothing.
+bool outOfMemory(int rc) { return rc == MBEDTLS_ERR_MPI_ALLOC_FAILED || rc == MBEDTLS_ERR_ECP_ALLOC_FAILED; }
 
 }  // namespace
 
 bool P256Verifier::begin(const char* publicKeyHex) {
-  ready_ = tinyota::parsePublicKeyHex(publicKeyHex, key_) && check(key_, 0, 0);
+  ready_ = tinyota::parsePublicKeyHex(publicKeyHex, key_) && check(key_, 0, 0) == 0;
   return ready_;
 }
 
-bool P256Verifier::verify(const uint8_t* message, size_t len, const uint8_t* signature) {
-  if (!ready_ || signature == 0) return false;
+tinyota::SignatureCheck P256Verifier::verify(const uint8_t* message, size_t len, const uint8_t* signature) {
+  if (!ready_ || signature == 0) return tinyota::kSignatureInvalid;
   uint8_t hash[32];
   // mbedTLS 3 (arduino-esp32 3.x) renamed mbedtls_sha256_ret, the 2.x name, to mbedtls_sha256.
 #if MBEDTLS_VERSION_NUMBER >= 0x03000000
-  if (mbedtls_sha256(message, len, hash, 0) != 0) return false;
+  const int hashed = mbedtls_sha256(message, len, hash, 0);
 #else
-  if (mbedtls_sha256_ret(message, len, hash, 0) != 0) return false;
+  const int hashed = mbedtls_sha256_ret(message, len, hash, 0);
 #endif
-  return check(key_, hash, signature);
+  if (hashed != 0) return tinyota::kSignatureUnchecked;
+  const int rc = check(key_, hash, signature);
+  if (rc == 0) return tinyota::kSignatureValid;
+  return outOfMemory(rc) ? tinyota::kSignatureUnchecked : tinyota::kSignatureInvalid;
 }
 
 #endif

@@ -171,10 +171,12 @@ AnnouncementStatus Agent::checkTrust() {
   if (incoming_.sigUnusable || !decodeSignature(incoming_.sig, signature_)) return kAnnouncementBadSignature;
   const size_t len = buildManifest(config_.deviceId, incoming_, manifest_, sizeof manifest_);
   if (len == 0) return kAnnouncementBadSignature;
-  if (!config_.verifier->verify(reinterpret_cast<const uint8_t*>(manifest_), len, signature_)) {
-    return kAnnouncementBadSignature;
+  switch (config_.verifier->verify(reinterpret_cast<const uint8_t*>(manifest_), len, signature_)) {
+    case kSignatureValid: return kAnnouncementOk;
+    case kSignatureUnchecked: return kAnnouncementSignatureUnchecked;
+    case kSignatureInvalid: break;
   }
-  return kAnnouncementOk;
+  return kAnnouncementBadSignature;
 }
 
 void Agent::answerAlreadyRunning() {

@@ -180,6 +180,8 @@ const char* describeAnnouncementStatus(AnnouncementStatus status) {
       return "refused: \"url\" is not under the server this device was built for; nothing was requested";
     case kAnnouncementMissingSignature: return "refused: no \"sig\"; this device only acts on signed announcements";
     case kAnnouncementBadSignature: return "refused: \"sig\" does not verify with this device's public key";
+    case kAnnouncementSignatureUnchecked:
+      return "refused for now: too little free heap to check \"sig\"; announce again to retry";
   }
   return "unknown";
 }

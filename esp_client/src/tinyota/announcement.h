@@ -58,7 +58,8 @@ enum AnnouncementStatus {
   // refused by the Agent's trust checks (agent.h), never by the parser
   kAnnouncementNotOurServer,
   kAnnouncementMissingSignature,
-  kAnnouncementBadSignature
+  kAnnouncementBadSignature,
+  kAnnouncementSignatureUnchecked
 };
 
 // Parses len bytes (no NUL needed). `out` is always left in a defined state; its id is

@@ -80,9 +80,15 @@ class Clock {
 // Checks an announcement's signature (signature.h): an ECDSA P-256 signature, raw r || s,
 // over SHA-256(message), by the one public key the device was built with. Implemented with
 // the crypto the platform ships (src/crypto/p256_verifier.h); the core only asks.
+enum SignatureCheck {
+  kSignatureValid,
+  kSignatureInvalid,
+  kSignatureUnchecked  // could not be checked now (e.g. too little free heap); try again later
+};
+
 class SignatureVerifier {
  public:
-  virtual bool verify(const uint8_t* message, size_t len, const uint8_t* signature) = 0;
+  virtual SignatureCheck verify(const uint8_t* message, size_t len, const uint8_t* signature) = 0;
 
  protected:
   ~SignatureVerifier() {}
