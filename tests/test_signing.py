@@ -1,7 +1,8 @@
 """Signed announcements: a device holding the public key can tell the server's from a forgery.
 
 The devices' side of this (esp_client verifying with BearSSL/mbedTLS, the simulator) is in
-tests/test_device_trust.py and tests/test_esp_e2e.py; here: the key, the server's signatures and the manifest they cover.
+tests/test_device_trust.py and tests/test_esp_e2e.py; here: the key, the server's signatures and
+the manifest they cover.
 """
 
 from __future__ import annotations
