@@ -20,6 +20,17 @@
 // The device's own password on the TinyOTA server (HTTP Basic Auth of the download).
 #define TINYOTA_DEVICE_PASSWORD "change-me"
 
+// --- The TinyOTA server -------------------------------------------------------------------
+// Its base URL, exactly as the server's config.yaml says in server.public_url. The device
+// downloads only from URLs under it (same scheme, host, port and path prefix) and refuses
+// any other announcement without making a request: its password goes nowhere else.
+#define TINYOTA_SERVER_URL "http://192.168.1.10:8000"
+
+// The server's announcement key, if it signs (server.signing_key): the 130 hex digits
+// `tinyota keygen` printed (also "signing_public_key" on the server's /healthz). With it the
+// device acts only on announcements signed for this device; without it, it ignores "sig".
+// #define TINYOTA_SERVER_PUBLIC_KEY "04...130 hex digits..."
+
 // --- Optional (defaults shown) ------------------------------------------------------------
 // MQTT credentials, if the broker wants other ones than the device's:
 // #define TINYOTA_MQTT_USER TINYOTA_DEVICE_ID

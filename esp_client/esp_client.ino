@@ -37,6 +37,8 @@ static const TinyOtaSettings kOtaSettings = {
     TINYOTA_TOPIC_PREFIX,
     TINYOTA_DEVICE_ID,
     TINYOTA_DEVICE_PASSWORD,
+    TINYOTA_SERVER_URL,
+    TINYOTA_SERVER_PUBLIC_KEY,  // nullptr unless config.h sets it
     tinyota::firmwareVersion(),
     TINYOTA_HTTPS_CLIENT,  // nullptr unless config.h sets a CA or TINYOTA_HTTPS_INSECURE
     TINYOTA_PROGRESS_STEP_PERCENT,

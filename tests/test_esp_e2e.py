@@ -15,6 +15,7 @@ times out, and every assertion about a device, prints the tail of the devices' l
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import http.client
 import json
 import logging
@@ -32,6 +33,7 @@ import pytest
 
 from tests.conftest import (
     Mosquitto,
+    Probe,
     ServerThread,
     release,
     tinyota,
@@ -41,7 +43,10 @@ from tests.conftest import (
 from tests.test_esp_host import HOST, PREREQUISITES, _explain
 from tests.test_faults import documented_acl
 from tinyota_mqtt.config import load_config
+from tinyota_mqtt.core import trust
 from tinyota_mqtt.core.httpauth import basic_header
+from tinyota_mqtt.core.protocol import Announcement
+from tinyota_mqtt.signing import Signer
 from tinyota_mqtt.store import Release
 
 SMALL = 128 * 1024
@@ -69,20 +74,22 @@ def device_program() -> Path:
 class Device:
     """One tinyota-device process and its state dir (its flash, its NVS, its log)."""
 
-    def __init__(self, program: Path, root: Path, device_id: str, *, broker: str, prefix: str, version: str,
-                 password: str | None = None, platform: str = "esp8266", free_space: int | None = None,
-                 mqtt_user: str | None = None) -> None:
+    def __init__(self, program: Path, root: Path, device_id: str, *, broker: str, server: str, prefix: str,
+                 version: str, password: str | None = None, platform: str = "esp8266", free_space: int | None = None,
+                 mqtt_user: str | None = None, public_key: str | None = None) -> None:
         self.id = device_id
         self.dir = root / device_id
         self.dir.mkdir(parents=True, exist_ok=True)
         self.stderr_path = root / f"{device_id}.stderr"
         self.args = [str(program), "--id", device_id, "--password", password or f"pw-{device_id}",
-                     "--broker", broker, "--state-dir", str(self.dir), "--version", version,
+                     "--broker", broker, "--server", server, "--state-dir", str(self.dir), "--version", version,
                      "--platform", platform, "--prefix", prefix, "--progress-interval", "200"]
         if free_space is not None:
             self.args += ["--free-space", str(free_space)]
         if mqtt_user is not None:
             self.args += ["--mqtt-user", mqtt_user]
+        if public_key is not None:
+            self.args += ["--public-key", public_key]
         self.proc: subprocess.Popen[bytes] | None = None
         self._log_start = 0
 
@@ -165,12 +172,16 @@ class Fleet:
 
     def __init__(self, program: Path, root: Path, broker: str, prefix: str) -> None:
         self.program, self.root, self.broker, self.prefix = program, root, broker, prefix
+        # The base URL every device is built with (the server's public_url); the rig sets it.
+        self.server_url: str | None = None
         self.devices: dict[str, Device] = {}
 
     def add(self, device_id: str, version: str, **kw: Any) -> Device:
         """A device that is not started yet (flash it, then start it)."""
         kw.setdefault("platform", "esp32" if device_id.startswith("sensor") else "esp8266")
-        device = Device(self.program, self.root, device_id, broker=kw.pop("broker", self.broker),
+        server = kw.pop("server", self.server_url)
+        assert server, "set fleet.server_url (the server's public_url) before adding devices"
+        device = Device(self.program, self.root, device_id, broker=kw.pop("broker", self.broker), server=server,
                         prefix=self.prefix, version=version, **kw)
         self.devices[device_id] = device
         return device
@@ -283,6 +294,7 @@ def rig(tmp_path: Path, broker: Mosquitto, prefix: str, servers: Any, fleet: Fle
     caplog.set_level(logging.INFO, logger="tinyota.access")
     server: ServerThread = servers(write_config(tmp_path / "server", mqtt=broker.url, prefix=prefix))
     wait_until(lambda: server.service.ready, 10, "the server to connect to mosquitto")
+    fleet.server_url = server.config.server.public_url
     return Rig(server, fleet, caplog)
 
 
@@ -555,6 +567,7 @@ def test_server_killed_mid_download_then_reannounce_completes(tmp_path: Path, br
         config_path.write_text(config_path.read_text().replace(
             f"public_url: http://127.0.0.1:{port}", f"public_url: http://127.0.0.1:{relay.port}"))
         config = load_config(config_path)
+        fleet.server_url = config.server.public_url  # the relay: the device never sees the real port
         old = release(config, "sensor", "1.0.0", SMALL)
         big = release(config, "sensor", "2.0.0", 16 * 1024 * 1024)
         old_bytes = (config.server.store / "sensor" / old.file).read_bytes()
@@ -620,6 +633,7 @@ def test_update_through_the_documented_acl(tmp_path: Path, prefix: str, servers:
         server: ServerThread = servers(tmp_path / "server" / "config.yaml")
         wait_until(lambda: server.service.ready, 10, "the server to log in")
         fleet.broker = mosq.url
+        fleet.server_url = server.config.server.public_url
         kitchen = fleet.start("kitchen-1", "1.0.0")  # MQTT user = its id, password = its HTTP password
         fleet.wait(lambda: server.view("kitchen-1")["installed"] == "1.0.0", "kitchen-1's status through the ACL")
 
@@ -637,3 +651,153 @@ def test_update_through_the_documented_acl(tmp_path: Path, prefix: str, servers:
         if "server" in locals():
             server.stop()
         mosq.stop()
+
+
+# -- 9. forged announcements: a foreign host, a changed byte, a replayed signature --------------------
+# Anyone may publish on an anonymous broker. The attacker's HTTP server (a Trap, on loopback,
+# counting connections) must receive nothing; the device keeps its version and says why.
+
+class Trap:
+    """The attacker's HTTP server: accepts on loopback, records every byte a client sends, answers 200."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.received: list[bytes] = []
+        self.connected = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def url(self, path: str = "/fw/kitchen/6.6.6.bin") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connected.set()
+            with client:
+                client.settimeout(5)
+                try:
+                    self.received.append(client.recv(65536))
+                    client.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n\xe9")
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.fixture
+def trap() -> Iterator[Trap]:
+    made = Trap()
+    yield made
+    made.close()
+
+
+def forged(url: str, *, attempt: str = "forged-1", version: str = "6.6.6") -> bytes:
+    return json.dumps({"id": attempt, "version": version, "url": url, "size": SMALL,
+                       "md5": "0" * 32, "sha256": "0" * 64}).encode()
+
+
+def status_of(probe: Probe, topic: str, attempt: str) -> dict[str, Any]:
+    """The device's newest status about ``attempt`` (waits for one)."""
+    def about(msg: Any) -> bool:
+        return bool(msg.payload) and json.loads(msg.payload).get("id") == attempt
+
+    return dict(json.loads(probe.wait_for(topic, about, timeout=DEVICE_TIMEOUT).payload))
+
+
+def test_forged_announcement_to_a_foreign_host_gets_nothing_from_the_device(
+        rig: Rig, fleet: Fleet, broker: Mosquitto, prefix: str, probes: Any, trap: Trap) -> None:
+    kitchen = fleet.start("kitchen-1", "1.0.0")
+    rig.online(kitchen, "1.0.0")
+    probe = probes(broker.url).subscribe(f"{prefix}/kitchen-1/status")
+    attacker = probes(broker.url)
+    port = rig.server.config.server.public_url.rsplit(":", 1)[1]
+    credentials = 'refused: "url" carries credentials; devices use their own'
+    tricks = [(trap.url(), trust.NOT_OUR_SERVER),  # the server's host, another port
+              (f"http://localhost:{trap.port}/fw/kitchen/6.6.6.bin", trust.NOT_OUR_SERVER),  # another host
+              (f"http://127.0.0.1:{port}@127.0.0.1:{trap.port}/fw/k.bin", credentials)]  # "server:8000@evil"
+    for n, (url, reason) in enumerate(tricks):
+        attacker.publish(f"{prefix}/kitchen-1/update", forged(url, attempt=f"forged-{n}"), retain=True)
+        body = status_of(probe, f"{prefix}/kitchen-1/status", f"forged-{n}")
+        assert body["state"] == "failed" and body["version"] == "1.0.0", body
+        assert body["error"] == reason, body
+        assert f"announcement forged-{n} refused" in kitchen.log(), kitchen.tail()  # logged before published
+    # Nothing reached the attacker: not a connection, let alone a password.
+    assert not trap.connected.is_set() and trap.received == []
+    assert kitchen.downloads() == [] and "attempted-id" not in kitchen.files(), kitchen.tail()
+    assert kitchen.alive and kitchen.firmware() is None, kitchen.tail()
+    assert rig.view("kitchen-1")["installed"] == "1.0.0"
+
+
+@pytest.fixture
+def signed_rig(tmp_path: Path, broker: Mosquitto, prefix: str, servers: Any, fleet: Fleet,
+               caplog: pytest.LogCaptureFixture) -> tuple[Rig, str, Signer]:
+    """A server with server.signing_key; the devices' public key as `tinyota keygen` printed it."""
+    key = tmp_path / "signing.key"
+    out = tinyota("keygen", str(key))
+    assert out.returncode == 0, out.stderr
+    public = out.stdout.split("for devices: ")[1].strip()
+    config = write_config(tmp_path / "server", mqtt=broker.url, prefix=prefix)
+    config.write_text(config.read_text().replace("  admin:", f"  signing_key: {key}\n  admin:"))
+    server: ServerThread = servers(config)
+    wait_until(lambda: server.service.ready, 10, "the server to connect to mosquitto")
+    fleet.server_url = server.config.server.public_url
+    return Rig(server, fleet, caplog), public, Signer.load(key)
+
+
+def test_signed_announcement_with_one_byte_changed_is_refused_then_the_real_one_succeeds(
+        signed_rig: tuple[Rig, str, Signer], fleet: Fleet, broker: Mosquitto, prefix: str, probes: Any) -> None:
+    rig, public, signer = signed_rig
+    rel = rig.release("sensor", "1.1.0")  # sensors update on command: the server announces nothing yet
+    sensor = fleet.start("sensor-1", "1.0.0", public_key=public)
+    rig.online(sensor, "1.0.0")
+    assert "acts only on signed announcements" in sensor.log(), sensor.tail()
+    status = probes(broker.url).subscribe(f"{prefix}/sensor-1/status")
+
+    # Signed with the server's real key for this device and release; then one byte of "size" changed.
+    ann = Announcement(id="crafted-1", version=rel.version,
+                       url=f"{rig.server.config.server.public_url}/fw/sensor/{rel.version}.bin", size=rel.size,
+                       md5=rel.md5, sha256=rel.sha256, image="sensor", device="sensor-1")
+    good = dataclasses.replace(ann, sig=signer.sign(ann.manifest())).payload()
+    tampered = good.replace(f'"size":{rel.size}'.encode(), f'"size":{rel.size + 1}'.encode())
+    assert len(tampered) == len(good) and sum(a != b for a, b in zip(good, tampered, strict=True)) == 1
+    probes(broker.url).publish(f"{prefix}/sensor-1/update", tampered, retain=True)
+    refused = status_of(status, f"{prefix}/sensor-1/status", "crafted-1")
+    assert refused["state"] == "failed" and refused["error"] == trust.BAD_SIGNATURE, refused
+    assert sensor.downloads() == [] and rig.downloads("sensor-1") == [], sensor.tail()
+    assert "attempted-id" not in sensor.files(), sensor.tail()
+
+    # The server's own, signed announcement: verified, downloaded, flashed, confirmed.
+    attempt = rig.install("sensor-1")
+    rig.confirmed(sensor, rel)
+    assert sensor.downloads() == [attempt["id"]], sensor.tail()
+
+
+def test_valid_signature_replayed_to_another_device_is_refused(
+        signed_rig: tuple[Rig, str, Signer], fleet: Fleet, broker: Mosquitto, prefix: str, probes: Any) -> None:
+    rig, public, _ = signed_rig
+    kitchen = fleet.start("kitchen-1", "1.0.0", public_key=public)
+    loner = fleet.start("loner", "1.0.0", public_key=public)  # in no group: the server never announces to it
+    rig.online(kitchen, "1.0.0")
+    rig.online(loner, "1.0.0")
+    updates = probes(broker.url).subscribe(f"{prefix}/kitchen-1/update")
+    rel = rig.release("kitchen", "1.1.0")
+    real = updates.wait_for(f"{prefix}/kitchen-1/update").payload
+    rig.confirmed(kitchen, rel)  # the announcement and its signature are good: kitchen-1 acted on it
+
+    attacker = probes(broker.url)
+    status = probes(broker.url).subscribe(f"{prefix}/loner/status")
+    attacker.publish(f"{prefix}/loner/update", real, retain=True)  # copied to another device's topic
+    attempt_id = json.loads(real)["id"]
+    refused = status_of(status, f"{prefix}/loner/status", attempt_id)
+    assert refused["state"] == "failed" and refused["error"] == trust.BAD_SIGNATURE, refused
+    # An unsigned announcement of the same release on the real server: refused as unsigned.
+    attacker.publish(f"{prefix}/loner/update", forged(json.loads(real)["url"], attempt="unsigned-1"), retain=True)
+    refused = status_of(status, f"{prefix}/loner/status", "unsigned-1")
+    assert refused["error"] == trust.MISSING_SIGNATURE, refused
+    assert loner.downloads() == [] and loner.firmware() is None, loner.tail()
+    assert rig.downloads("loner") == []

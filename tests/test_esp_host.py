@@ -35,6 +35,10 @@ def _library(name: str) -> Callable[[], bool]:
     return lambda: _pkg_config_has(name)
 
 
+def _header(path: str) -> Callable[[], bool]:
+    return lambda: Path(path).exists()
+
+
 # (what is checked, how, the Debian package that provides it)
 PREREQUISITES: list[tuple[str, Callable[[], bool], str]] = [
     ("g++", _tool("g++"), "g++"),
@@ -42,6 +46,9 @@ PREREQUISITES: list[tuple[str, Callable[[], bool], str]] = [
     ("pkg-config", _tool("pkg-config"), "pkg-config"),
     ("mosquitto.h", _library("libmosquitto"), "libmosquitto-dev"),
     ("curl/curl.h", _library("libcurl"), "libcurl4-openssl-dev"),
+    # The signature verifier: BearSSL as in the ESP8266 core, mbedTLS as in arduino-esp32.
+    ("bearssl.h", _header("/usr/include/bearssl.h"), "libbearssl-dev"),
+    ("mbedtls/ecdsa.h", _header("/usr/include/mbedtls/ecdsa.h"), "libmbedtls-dev"),
 ]
 
 
@@ -74,6 +81,14 @@ def test_unit_tests_pass(host_build: Path) -> None:
     assert int(match.group(1)) >= 50, "far fewer unit tests than expected ran"
 
 
+def test_unit_tests_pass_with_the_esp32s_mbedtls(host_build: Path) -> None:
+    # Same tests, the verifier built on mbedTLS 2.28 (arduino-esp32 2.0.x's line) as gnu++11.
+    result = _run(["make", "-C", str(HOST), "test-mbedtls"], timeout=600)
+    assert result.returncode == 0, _explain(result)
+    assert re.search(r"^\d+ passed, 0 failed$", result.stdout, re.MULTILINE), _explain(result)
+    assert "-DTINYOTA_P256_MBEDTLS" in result.stdout or (HOST / "build" / "unit_tests_mbedtls").exists()
+
+
 def test_sketch_compiles_against_the_core_shims(host_build: Path) -> None:
     result = _run(["make", "-C", str(HOST), "sketch-check"], timeout=300)
     assert result.returncode == 0, _explain(result)
@@ -90,6 +105,8 @@ def test_device_program_is_built_and_explains_itself(host_build: Path) -> None:
         "--password",
         "--mqtt-user",
         "--broker",
+        "--server",
+        "--public-key",
         "--state-dir",
         "--version",
         "--platform",

@@ -61,8 +61,9 @@ def test_release_reaches_exactly_its_group_retained_qos1(setup: Any) -> None:
         msg = late.wait_for(f"{setup.pre}/{device}/update")
         assert msg.retain and msg.qos == 1
         body = announcement(msg)
-        assert set(body) == {"id", "version", "url", "size", "md5", "sha256"}
+        assert set(body) == {"id", "version", "url", "size", "md5", "sha256", "image"}
         assert body["version"] == "1.0.0" and body["size"] == rel.size and body["md5"] == rel.md5
+        assert body["image"] == "kitchen"  # part of the signed manifest (docs/protocol.md)
         assert body["url"] == f"http://127.0.0.1:{server.config.server.port}/fw/kitchen/1.0.0.bin"
         assert "pw-" not in msg.payload.decode() and "@" not in body["url"]
     ids = {announcement(late.last(f"{setup.pre}/{d}/update"))["id"] for d in ("kitchen-1", "kitchen-2")}

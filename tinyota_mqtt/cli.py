@@ -264,7 +264,7 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
     signer = generate(Path(args.file))
     print(f"wrote {args.file} (keep it private; set server.signing_key to it)")
-    print(f"public key (Ed25519, base64), for devices: {signer.public_key}")
+    print(f"public key (ECDSA P-256 point, hex), for devices: {signer.public_key}")
     return 0
 
 
@@ -605,7 +605,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="read the password from the file's first line ('-': stdin); "
                         "default: asked at the terminal, or read from stdin")
 
-    p = add("keygen", cmd_keygen, "make an Ed25519 key for signing announcements (server.signing_key)",
+    p = add("keygen", cmd_keygen, "make an ECDSA P-256 key for signing announcements (server.signing_key)",
             config_help="accepted like every command's; the key needs no config")
     p.add_argument("file", help="where to write the private key (PEM)")
 

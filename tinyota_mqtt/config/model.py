@@ -62,7 +62,7 @@ class ServerConfig:
     tls: TLSFiles | None = None
     limits: Limits = field(default_factory=Limits)
     access_log: bool = True
-    signing_key: Path | None = None  # Ed25519 private key (PEM): announcements carry a signature
+    signing_key: Path | None = None  # ECDSA P-256 private key (PEM): announcements carry a signature
     # Peers whose X-Forwarded-For / X-Real-IP name the real client (a reverse proxy in front).
     trusted_proxies: tuple[IPNetwork, ...] = ()
 

@@ -76,12 +76,19 @@ class Announcement:
     size: int
     md5: str
     sha256: str
-    sig: str | None = None  # base64 Ed25519 signature over manifest(), when the server signs
+    sig: str | None = None  # base64 ECDSA P-256 signature over manifest(), when the server signs
+    image: str = ""   # sent, so a device can rebuild the manifest; the URL names it too
+    device: str = ""  # signed but never sent: the device puts in its own id, so a replay elsewhere fails
 
     def manifest(self) -> bytes:
-        """The bytes a signature covers: every field a device acts on, one per line."""
-        fields = ("tinyota-announcement-v1", self.id, self.version, self.url, str(self.size), self.md5,
-                  self.sha256)
+        """The bytes a signature covers: every field a device acts on, one per line.
+
+        The device id and the attempt id are in it so a signature cannot be replayed to another
+        device or attempt; every field is one line of visible ASCII (the device checks that), so
+        the joined text is unambiguous.
+        """
+        fields = ("tinyota-announcement-v2", self.device, self.image, self.id, self.version, self.url,
+                  str(self.size), self.md5, self.sha256)
         return "\n".join(fields).encode("utf-8")
 
     def payload(self) -> bytes:
@@ -89,6 +96,8 @@ class Announcement:
         # must be byte-equal so re-publishing after a reconnect changes nothing.
         body: dict[str, Any] = {"id": self.id, "version": self.version, "url": self.url, "size": self.size,
                                 "md5": self.md5, "sha256": self.sha256}
+        if self.image:
+            body["image"] = self.image
         if self.sig is not None:
             body["sig"] = self.sig
         return json.dumps(body, separators=(",", ":")).encode("utf-8")

@@ -166,7 +166,8 @@ class Announcer:
                 continue  # reconcile() withdraws it
             if release is not None and release.sha256 == attempt.sha256:
                 self.publisher.publish(self.topics.update(attempt.device),
-                                       self._announcement(release, attempt.id).payload(), retain=True)
+                                       self._announcement(attempt.device, release, attempt.id).payload(),
+                                       retain=True)
 
     def expected_announcement(self, device_id: str) -> bytes:
         """What the retained update topic of ``device_id`` should hold (b"" for nothing)."""
@@ -187,7 +188,8 @@ class Announcer:
             needs_download=group is not None and group.confirm == "download+report")
         self.attempts.put(attempt)
         self.registry.update_device(device_id, last_error=None, last_error_at=None)
-        self.publisher.after_commit(self.topics.update(device_id), self._announcement(release, attempt.id).payload())
+        self.publisher.after_commit(self.topics.update(device_id),
+                                    self._announcement(device_id, release, attempt.id).payload())
         log.info("announced %s %s to %s (attempt %s)", release.image, release.version, device_id, attempt.id)
         self.changed(device_id)
         return attempt
@@ -203,11 +205,12 @@ class Announcer:
         self.registry.flush()
         self.publisher.release()
 
-    def _announcement(self, release: Release, attempt_id: str) -> protocol.Announcement:
+    def _announcement(self, device_id: str, release: Release, attempt_id: str) -> protocol.Announcement:
+        # The device and image are signed too (docs/protocol.md), so a signature cannot be replayed.
         ann = protocol.Announcement(
             id=attempt_id, version=release.version,
             url=protocol.firmware_url(self.config.server.public_url, release.image, release.version),
-            size=release.size, md5=release.md5, sha256=release.sha256)
+            size=release.size, md5=release.md5, sha256=release.sha256, image=release.image, device=device_id)
         if self.signer is not None:
             ann = dataclasses.replace(ann, sig=self.signer.sign(ann.manifest()))
         return ann

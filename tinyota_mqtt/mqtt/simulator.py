@@ -6,6 +6,11 @@ acts only on an announcement for a version it does not run, downloads with its o
 and the headers ESP8266httpUpdate sends (HTTP/1.0, ``x-ESP8266-*``), refuses a response without
 Content-Length, a wrong first byte or an MD5 mismatch, reports throttled progress, "reboots" into
 the version the image declares, and never retries an announcement id that failed.
+
+Trust, as on the device (esp_client/README.md): it downloads only from URLs under the server's
+base URL (``server_url``, the config's ``server.public_url``) and, given the server's public key,
+only acts on announcements whose signature verifies over the manifest with its own device id.
+Anything else is answered ``failed`` with the reason, and no request is made.
 """
 
 from __future__ import annotations
@@ -23,8 +28,9 @@ from urllib.parse import urlsplit
 
 from tinyota_mqtt.config.model import Config, Device
 from tinyota_mqtt.core import image as esp_image
+from tinyota_mqtt.core import trust
 from tinyota_mqtt.core.httpauth import basic_header
-from tinyota_mqtt.core.protocol import Topics
+from tinyota_mqtt.core.protocol import Announcement, Topics
 from tinyota_mqtt.mqtt.client import LinkSettings, MqttLink
 
 log = logging.getLogger("tinyota.simulator")
@@ -50,6 +56,10 @@ class SimSettings:
     on_event: Callable[[str, str], None] | None = None
     failed_ids: set[str] = field(default_factory=set)  # the device's "NVS": kept across reboots
     fail: bool = False  # a bad board on purpose: downloads, then reports a failed flash (tests, demo)
+    # The server base URL the device was "built" with; None trusts any URL (only for tests and
+    # benchmarks that build settings by hand: devices_for always sets it).
+    server_url: str | None = None
+    public_key: str | None = None  # 130 hex digits; with it, only signed announcements are acted on
 
 
 class SimDevice:
@@ -62,6 +72,12 @@ class SimDevice:
         self.updates = 0
         self._link = self._make_link()
         self._stopped = threading.Event()
+        self._refused: str | None = None  # the id last answered "failed" without an attempt
+        self._verifier = None
+        if settings.public_key is not None:
+            from tinyota_mqtt.signing import Verifier
+
+            self._verifier = Verifier(settings.public_key)
 
     def _make_link(self) -> MqttLink:
         s = self.s
@@ -117,10 +133,40 @@ class SimDevice:
             return
         if wanted == self.version or ann_id in self.s.failed_ids:
             return
+        refusal = self._distrust(ann)
+        if refusal is not None:
+            if self._refused != ann_id:  # a redelivered refusal is not answered twice
+                self._refused = ann_id
+                self._status("failed", id=ann_id, error=refusal)
+                self._event(f"announcement {ann_id} {refusal}")
+            return
         if not self.busy.acquire(blocking=False):
             return  # already updating; the retained message is seen again after the reboot
         threading.Thread(target=self._update, args=(url, wanted, ann_id, md5),
                          name=f"sim-{self.s.device_id}-update", daemon=True).start()
+
+    def _distrust(self, ann: dict[str, object]) -> str | None:
+        """Why the device will not act on this announcement, or None when it may."""
+        url = str(ann["url"])
+        if self.s.server_url is not None and not trust.is_under_base(url, self.s.server_url):
+            return trust.NOT_OUR_SERVER
+        if self._verifier is None:
+            return None
+        sig = ann.get("sig")
+        if sig is None:
+            return trust.MISSING_SIGNATURE
+        size = ann.get("size")
+        if not isinstance(size, int):
+            return trust.BAD_SIGNATURE
+        try:
+            signed = Announcement(id=str(ann["id"]), version=str(ann["version"]), url=url, size=size,
+                                  md5=str(ann["md5"]), sha256=str(ann["sha256"]), image=str(ann.get("image", "")),
+                                  device=self.s.device_id)
+        except KeyError:
+            return trust.BAD_SIGNATURE
+        if not isinstance(sig, str) or not self._verifier.verify(signed.manifest(), sig):
+            return trust.BAD_SIGNATURE
+        return None
 
     def _update(self, url: str, wanted: str, ann_id: str, md5: str | None) -> None:
         try:
@@ -265,6 +311,13 @@ def devices_for(config: Config, count: int | None, group: str | None, broker: st
                 "a simulated device needs its password: add devices, give hashed ones' passwords in "
                 "--password-file FILE (ID=PASS lines), or ask for fewer")
         chosen = chosen[:count]
+    public_key = None
+    if config.server.signing_key is not None:
+        # The simulator runs beside the server: it reads the public half of the server's key,
+        # as a real device has it compiled in.
+        from tinyota_mqtt.signing import Signer
+
+        public_key = Signer.load(config.server.signing_key).public_key
     sims = []
     for device in chosen:
         image = config.image_of(device.id)
@@ -274,7 +327,7 @@ def devices_for(config: Config, count: int | None, group: str | None, broker: st
             device_id=device.id, password=password, broker=broker, version=version,
             platform=image.platform if image else "esp8266", prefix=config.mqtt.prefix,
             mqtt_username=device.id, mqtt_password=password, fail=device.id in fail,
-            **extra)))  # type: ignore[arg-type]
+            server_url=config.server.public_url, public_key=public_key, **extra)))  # type: ignore[arg-type]
     return sims
 
 

@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "../../src/crypto/p256_verifier.h"
 #include "../../src/tinyota/agent.h"
 #include "../../src/tinyota/firmware_marker.h"
 #include "../../src/tinyota/text.h"
@@ -160,6 +161,11 @@ int main(int argc, char** argv) {
   StreamingUpdater updater(http, session);
   MonotonicClock clock;
 
+  P256Verifier verifier;
+  if (!options.publicKey.empty() && !verifier.begin(options.publicKey.c_str())) {
+    log.printf("config error: --public-key is not a point on P-256");
+    return 2;
+  }
   const tinyota::AgentConfig config = {options.prefix.c_str(),
                                        options.id.c_str(),
                                        options.id.c_str(),  // HTTP Basic user: the device id
@@ -168,7 +174,9 @@ int main(int argc, char** argv) {
                                        hostdev::platformName(options.platform),
                                        options.freeSpace,
                                        5,
-                                       options.progressIntervalMs};
+                                       options.progressIntervalMs,
+                                       options.serverUrl.c_str(),
+                                       options.publicKey.empty() ? 0 : &verifier};
   tinyota::Agent agent(config, session, updater, store, clock, &log);
   if (!agent.begin()) return 2;
   if (!session.begin(agent.availabilityTopic(), agent.updateTopic(), deliver, &agent)) return 1;

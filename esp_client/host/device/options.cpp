@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../../src/tinyota/server_url.h"
+#include "../../src/tinyota/signature.h"
 #include "../../src/tinyota/topics.h"
 
 namespace hostdev {
@@ -42,7 +44,7 @@ bool parseBroker(const std::string& url, std::string& host, int& port) {
 
 const char* usageText() {
   return "usage: tinyota-device --id ID --password PASSWORD --broker mqtt://HOST[:PORT]\n"
-         "                      --state-dir DIR --version VERSION [options]\n"
+         "                      --server URL --state-dir DIR --version VERSION [options]\n"
          "\n"
          "Runs the TinyOTA device core against a real broker and server, sending the\n"
          "requests an ESP8266/ESP32 sends. Flashed images go to DIR/firmware.bin; a\n"
@@ -53,6 +55,10 @@ const char* usageText() {
          "  --password PASSWORD     HTTP Basic password and MQTT password\n"
          "  --mqtt-user USER        MQTT user name (default: the id)\n"
          "  --broker URL            mqtt://host[:port] (port 1883 by default)\n"
+         "  --server URL            the server's base URL (its server.public_url): announcements\n"
+         "                          whose url is not under it are refused, nothing is requested\n"
+         "  --public-key HEX        the server's announcement key (130 hex digits, `tinyota keygen`):\n"
+         "                          only announcements signed with it are acted on\n"
          "  --state-dir DIR         created if missing\n"
          "  --version VERSION       running version while DIR holds no flashed image\n"
          "  --platform NAME         esp8266 (default) or esp32: headers and error texts\n"
@@ -99,6 +105,10 @@ bool parseOptions(int argc, char** argv, Options& out, std::string& error) {
       out.mqttUser = value;
     } else if (arg == "--broker") {
       broker = value;
+    } else if (arg == "--server") {
+      out.serverUrl = value;
+    } else if (arg == "--public-key") {
+      out.publicKey = value;
     } else if (arg == "--state-dir") {
       out.stateDir = value;
     } else if (arg == "--version") {
@@ -129,8 +139,18 @@ bool parseOptions(int argc, char** argv, Options& out, std::string& error) {
     }
   }
 
-  if (out.id.empty() || out.password.empty() || broker.empty() || out.stateDir.empty() || out.version.empty()) {
-    error = "--id, --password, --broker, --state-dir and --version are required (see --help)";
+  if (out.id.empty() || out.password.empty() || broker.empty() || out.serverUrl.empty() || out.stateDir.empty() ||
+      out.version.empty()) {
+    error = "--id, --password, --broker, --server, --state-dir and --version are required (see --help)";
+    return false;
+  }
+  if (!tinyota::isUsableServerBase(out.serverUrl.c_str())) {
+    error = "--server must look like http(s)://host[:port][/path], without credentials, query or fragment";
+    return false;
+  }
+  uint8_t key[tinyota::kPublicKeyLen];
+  if (!out.publicKey.empty() && !tinyota::parsePublicKeyHex(out.publicKey.c_str(), key)) {
+    error = "--public-key must be 130 hex digits starting with 04 (what `tinyota keygen` prints)";
     return false;
   }
   if (!tinyota::isValidDeviceId(out.id.c_str())) {

@@ -22,6 +22,8 @@ struct Options {
   uint32_t freeSpace;
   bool freeSpaceSet;
   std::string prefix;
+  std::string serverUrl;     // downloads only from URLs under it (the server's public_url)
+  std::string publicKey;     // 130 hex digits; empty: signatures are not checked
   uint32_t progressIntervalMs;
   bool help;
 };

@@ -134,6 +134,7 @@ class EspClass {
   uint32_t getSketchSize();
 #if defined(ESP8266)
   uint32_t getChipId();
+  static uint32_t getMaxFreeBlockSize();
 #endif
 };
 extern EspClass ESP;

@@ -11,7 +11,8 @@ const char* kUpdateTopic = "tinyota/kitchen/update";
 const char* kStatusTopic = "tinyota/kitchen/status";
 
 AgentConfig makeConfig(const char* running) {
-  AgentConfig c = {"tinyota", "kitchen", "kitchen", "s3cret", running, "esp8266", 1044480u, 5, 1000};
+  AgentConfig c = {"tinyota", "kitchen", "kitchen", "s3cret", running, "esp8266", 1044480u, 5, 1000,
+                   "http://ota.lan:8000", 0};
   return c;
 }
 

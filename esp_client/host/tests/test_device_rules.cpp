@@ -209,7 +209,9 @@ TEST(md5_header_and_error_texts) {
 TEST(options_full_command_line) {
   Options o;
   std::string error;
-  CHECK(parse({"--id", "kitchen", "--password", "pw", "--broker", "mqtt://127.0.0.1:1884", "--state-dir",
+  CHECK(parse({"--id", "kitchen", "--password", "pw", "--broker", "mqtt://127.0.0.1:1884", "--server",
+               "http://127.0.0.1:8000", "--public-key", "04" "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
+               "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff", "--state-dir",
                "/tmp/x", "--version", "1.3.0", "--platform=esp32", "--free-space", "2000000", "--prefix",
                "home/ota", "--progress-interval", "0", "--mqtt-user", "mq"},
               o, error));
@@ -222,12 +224,16 @@ TEST(options_full_command_line) {
   CHECK_STR(o.prefix.c_str(), "home/ota");
   CHECK_EQ(o.progressIntervalMs, 0);
   CHECK_STR(o.mqttUser.c_str(), "mq");
+  CHECK_STR(o.serverUrl.c_str(), "http://127.0.0.1:8000");
+  CHECK_EQ(o.publicKey.size(), 130);
 }
 
 TEST(options_defaults) {
   Options o;
   std::string error;
-  CHECK(parse({"--id=k", "--password=p", "--broker=mqtt://broker", "--state-dir=s", "--version=1.0.0"}, o, error));
+  CHECK(parse({"--id=k", "--password=p", "--broker=mqtt://broker", "--server=http://ota", "--state-dir=s",
+               "--version=1.0.0"}, o, error));
+  CHECK_STR(o.publicKey.c_str(), "");
   CHECK_EQ(o.brokerPort, 1883);
   CHECK_STR(o.mqttUser.c_str(), "k");
   CHECK(o.platform == kEsp8266);
@@ -238,18 +244,20 @@ TEST(options_defaults) {
 }
 
 TEST(options_refuse_what_cannot_work) {
-  const char* base[] = {"--id", "k", "--password", "p", "--state-dir", "s", "--version", "1.0.0"};
+  const char* base[] = {"--id", "k", "--password", "p", "--state-dir", "s", "--version", "1.0.0", "--server", "http://h"};
   struct Case {
     const char* flag;
     const char* value;
   } cases[] = {{"--broker", "tcp://h:1"},        {"--broker", "mqtt://"},       {"--broker", "mqtt://h:0"},
                {"--broker", "mqtt://h:99999"},   {"--broker", "mqtt://u:p@h"},  {"--platform", "avr"},
                {"--free-space", "-1"},           {"--progress-interval", "x"}, {"--prefix", "a/#"},
-               {"--bogus", "1"}};
+               {"--bogus", "1"},                  {"--server", "ftp://h"},       {"--server", "http://u:p@h"},
+               {"--server", "http://h/?q"},       {"--public-key", "04ab"},      {"--public-key", "not hex"}};
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; ++i) {
     std::vector<char*> argv;
     argv.push_back(const_cast<char*>("tinyota-device"));
-    for (size_t k = 0; k < 8; ++k) argv.push_back(const_cast<char*>(base[k]));
+    const size_t n = strcmp(cases[i].flag, "--server") == 0 ? 8 : 10;  // the case's --server comes last
+    for (size_t k = 0; k < n; ++k) argv.push_back(const_cast<char*>(base[k]));
     if (strcmp(cases[i].flag, "--broker") != 0) argv.push_back(const_cast<char*>("--broker")),
         argv.push_back(const_cast<char*>("mqtt://h"));
     argv.push_back(const_cast<char*>(cases[i].flag));
@@ -263,8 +271,12 @@ TEST(options_refuse_what_cannot_work) {
   }
   Options o;
   std::string error;
-  CHECK(!parse({"--id", "server", "--password", "p", "--broker", "mqtt://h", "--state-dir", "s", "--version", "1"},
+  CHECK(!parse({"--id", "server", "--password", "p", "--broker", "mqtt://h", "--server", "http://h", "--state-dir",
+               "s", "--version", "1"},
                o, error));
+  CHECK(!parse({"--id", "k", "--password", "p", "--broker", "mqtt://h", "--state-dir", "s", "--version", "1"}, o,
+               error));  // no --server: a device must know where its password may go
+  CHECK(error.find("--server") != std::string::npos);
   CHECK(!parse({"--id", "k"}, o, error));
   CHECK(!parse({"--id"}, o, error));
 }

@@ -3,8 +3,8 @@
 #define TINYOTA_CONFIG_DEFAULTS_H
 
 #if !defined(TINYOTA_WIFI_SSID) || !defined(TINYOTA_WIFI_PASSWORD) || !defined(TINYOTA_MQTT_HOST) || \
-    !defined(TINYOTA_DEVICE_ID) || !defined(TINYOTA_DEVICE_PASSWORD)
-#error "config.h must define TINYOTA_WIFI_SSID, TINYOTA_WIFI_PASSWORD, TINYOTA_MQTT_HOST, TINYOTA_DEVICE_ID and TINYOTA_DEVICE_PASSWORD (see config.example.h)"
+    !defined(TINYOTA_DEVICE_ID) || !defined(TINYOTA_DEVICE_PASSWORD) || !defined(TINYOTA_SERVER_URL)
+#error "config.h must define TINYOTA_WIFI_SSID, TINYOTA_WIFI_PASSWORD, TINYOTA_MQTT_HOST, TINYOTA_DEVICE_ID, TINYOTA_DEVICE_PASSWORD and TINYOTA_SERVER_URL (see config.example.h)"
 #endif
 
 #ifndef TINYOTA_MQTT_PORT
@@ -18,6 +18,10 @@
 #endif
 #ifndef TINYOTA_TOPIC_PREFIX
 #define TINYOTA_TOPIC_PREFIX "tinyota"
+#endif
+// No public key: announcements are not signature-checked (the URL check still applies).
+#ifndef TINYOTA_SERVER_PUBLIC_KEY
+#define TINYOTA_SERVER_PUBLIC_KEY nullptr
 #endif
 // TINYOTA_HTTPS_CA_CERT / TINYOTA_HTTPS_INSECURE have no default: see https_client.h.
 #ifndef TINYOTA_PROGRESS_STEP_PERCENT

@@ -22,7 +22,7 @@ void TinyOtaClient::StreamingUpdater::run(const tinyota::UpdateRequest& request,
   session_.setStreaming(false);
 }
 
-tinyota::AgentConfig TinyOtaClient::agentConfig(const TinyOtaSettings& s) {
+tinyota::AgentConfig TinyOtaClient::agentConfig(const TinyOtaSettings& s, tinyota::SignatureVerifier* verifier) {
   const tinyota::AgentConfig config = {
       s.topicPrefix,
       s.deviceId,
@@ -37,6 +37,8 @@ tinyota::AgentConfig TinyOtaClient::agentConfig(const TinyOtaSettings& s) {
       0,  // free space: set in begin(), the flash API is not ready for global constructors
       s.progressStepPercent,
       s.progressIntervalMs,
+      s.serverUrl,
+      verifier,  // its key is checked in begin(), before anything can arrive
   };
   return config;
 }
@@ -48,12 +50,17 @@ TinyOtaClient::TinyOtaClient(const TinyOtaSettings& settings)
       http_(settings.httpsClient),
       updater_(http_, session_),
       store_(settings.eepromOffset),
-      agent_(agentConfig(settings), session_, updater_, store_, clock_, &log_),
+      agent_(agentConfig(settings, settings.serverPublicKey != nullptr ? &verifier_ : nullptr), session_, updater_,
+             store_, clock_, &log_),
       ready_(false),
       everTried_(false),
       lastConnectAttempt_(0) {}
 
 bool TinyOtaClient::begin() {
+  if (settings_.serverPublicKey != nullptr && !verifier_.begin(settings_.serverPublicKey)) {
+    log_.event("config error: TINYOTA_SERVER_PUBLIC_KEY must be the 130 hex digits of a P-256 point");
+    return false;
+  }
   agent_.setFreeSpace(static_cast<uint32_t>(ESP.getFreeSketchSpace()));
   if (!agent_.begin()) return false;
   if (!session_.configure(settings_.mqttHost, settings_.mqttPort, settings_.deviceId, settings_.mqttUser,

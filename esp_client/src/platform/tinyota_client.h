@@ -19,6 +19,7 @@
 #include <functional>
 
 #include "../tinyota/agent.h"
+#include "../crypto/p256_verifier.h"
 #include "../tinyota/firmware_marker.h"
 #include "esp_attempt_store.h"
 #include "esp_http_updater.h"
@@ -33,6 +34,8 @@ struct TinyOtaSettings {
   const char* topicPrefix;          // "tinyota"
   const char* deviceId;             // [A-Za-z0-9_-]+; MQTT client id and HTTP Basic user
   const char* devicePassword;       // HTTP Basic password for the firmware download
+  const char* serverUrl;            // TINYOTA_SERVER_URL: downloads only from URLs under it
+  const char* serverPublicKey;      // TINYOTA_SERVER_PUBLIC_KEY (130 hex digits) or nullptr
   const char* firmwareVersion;      // tinyota::firmwareVersion()
   TinyOtaTlsClientFactory httpsClient;  // TINYOTA_HTTPS_CLIENT from https_client.h
   uint8_t progressStepPercent;      // 5
@@ -80,7 +83,7 @@ class TinyOtaClient {
     PubSubSession& session_;
   };
 
-  static tinyota::AgentConfig agentConfig(const TinyOtaSettings& s);
+  static tinyota::AgentConfig agentConfig(const TinyOtaSettings& s, tinyota::SignatureVerifier* verifier);
   void handleMessage(char* topic, uint8_t* payload, unsigned int length);
 
   TinyOtaSettings settings_;
@@ -92,6 +95,7 @@ class TinyOtaClient {
   EspHttpUpdater http_;
   StreamingUpdater updater_;
   EspAttemptStore store_;
+  P256Verifier verifier_;
   tinyota::Agent agent_;
   bool ready_;
   bool everTried_;

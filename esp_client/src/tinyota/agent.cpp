@@ -51,7 +51,8 @@ Agent::Agent(const AgentConfig& config, MqttPort& mqtt, Updater& updater, Attemp
   memset(&incoming_, 0, sizeof incoming_);
   memset(&current_, 0, sizeof current_);
   memset(&result_, 0, sizeof result_);
-  statusJson_[0] = logLine_[0] = '\0';
+  statusJson_[0] = logLine_[0] = manifest_[0] = '\0';
+  memset(signature_, 0, sizeof signature_);
 }
 
 bool Agent::begin() {
@@ -73,6 +74,10 @@ bool Agent::begin() {
     emit("config error: platform and HTTP credentials must be set");
     return false;
   }
+  if (c.serverBaseUrl == 0 || !isUsableServerBase(c.serverBaseUrl)) {
+    emit("config error: server URL must be http(s)://host[:port][/path], the server's public_url");
+    return false;
+  }
   if (!buildTopic(updateTopic_, sizeof updateTopic_, c.topicPrefix, c.deviceId, "update") ||
       !buildTopic(statusTopic_, sizeof statusTopic_, c.topicPrefix, c.deviceId, "status") ||
       !buildTopic(availabilityTopic_, sizeof availabilityTopic_, c.topicPrefix, c.deviceId,
@@ -91,6 +96,8 @@ bool Agent::begin() {
   setStatus(kStateIdle, "", -1, "");
   emit("running ", c.runningVersion, " on ", c.platform, "; last attempted announcement: ",
        attemptedId_[0] != '\0' ? attemptedId_ : "none");
+  emit("downloads only from ", c.serverBaseUrl,
+       c.verifier != 0 ? "; acts only on signed announcements" : "; signatures not checked (no public key)");
   return true;
 }
 
@@ -133,17 +140,43 @@ void Agent::onMessage(const char* topic, const uint8_t* payload, size_t len) {
     return;
   }
   if (isRefusal(status)) {
-    // Nothing was attempted, so the attempt store keeps guarding the last real download;
-    // a redelivered refusal is simply not answered twice.
-    if (state_ == kStateFailed && strcmp(statusId_, id) == 0) return;
-    setStatus(kStateFailed, id, -1, describeAnnouncementStatus(status));
-    emit("announcement ", id, " ", describeAnnouncementStatus(status));
-    publishStatus();
+    refuse(status);
+    return;
+  }
+  const AnnouncementStatus trust = checkTrust();
+  if (trust != kAnnouncementOk) {
+    refuse(trust);
     return;
   }
   queued_ = true;
   emit("announcement ", id, ": ", config_.runningVersion, " -> ", incoming_.version,
        direction(incoming_.version), "; queued");
+}
+
+void Agent::refuse(AnnouncementStatus status) {
+  // Nothing was attempted, so the attempt store keeps guarding the last real download;
+  // a redelivered refusal is simply not answered twice.
+  const char* id = incoming_.id;
+  if (state_ == kStateFailed && strcmp(statusId_, id) == 0) return;
+  setStatus(kStateFailed, id, -1, describeAnnouncementStatus(status));
+  emit("announcement ", id, " ", describeAnnouncementStatus(status));
+  publishStatus();
+}
+
+AnnouncementStatus Agent::checkTrust() {
+  // The URL first: it costs nothing, and it is what protects the password.
+  if (!isUnderServerBase(incoming_.url, config_.serverBaseUrl)) return kAnnouncementNotOurServer;
+  if (config_.verifier == 0) return kAnnouncementOk;
+  if (incoming_.sig[0] == '\0' && !incoming_.sigUnusable) return kAnnouncementMissingSignature;
+  if (incoming_.sigUnusable || !decodeSignature(incoming_.sig, signature_)) return kAnnouncementBadSignature;
+  const size_t len = buildManifest(config_.deviceId, incoming_, manifest_, sizeof manifest_);
+  if (len == 0) return kAnnouncementBadSignature;
+  switch (config_.verifier->verify(reinterpret_cast<const uint8_t*>(manifest_), len, signature_)) {
+    case kSignatureValid: return kAnnouncementOk;
+    case kSignatureUnchecked: return kAnnouncementSignatureUnchecked;
+    case kSignatureInvalid: break;
+  }
+  return kAnnouncementBadSignature;
 }
 
 void Agent::answerAlreadyRunning() {

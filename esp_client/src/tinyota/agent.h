@@ -8,6 +8,11 @@
 //
 // Rules it enforces (esp_client/README.md, "What the device does"):
 //  - nothing happens unless an announcement on this device's own topic asks for it;
+//  - before acting it checks trust: the URL must lie under the server base URL the device
+//    was built for (server_url.h), and with a verifier configured the announcement must
+//    carry a signature that verifies over the manifest with this device's id (signature.h).
+//    Anything else is refused with "failed" and the reason, and no request is made: the
+//    device's password goes to no other server;
 //  - it acts only when the announced version differs from the running one;
 //  - an announcement id is attempted at most once, across reboots: the id is stored
 //    *before* the download starts, so neither a failure, a crash, a power cut nor a
@@ -24,6 +29,8 @@
 #include "announcement.h"
 #include "limits.h"
 #include "ports.h"
+#include "server_url.h"
+#include "signature.h"
 #include "status.h"
 
 namespace tinyota {
@@ -39,6 +46,8 @@ struct AgentConfig {
   uint32_t freeSpace;            // ESP.getFreeSketchSpace()
   uint8_t progressStepPercent;   // progress is published after at least this many percent...
   uint32_t progressIntervalMs;   // ...and at least this long after the previous one
+  const char* serverBaseUrl;     // required: downloads only from URLs under it
+  SignatureVerifier* verifier;   // optional: with one, only signed announcements are acted on
 };
 
 enum AgentAction { kAgentContinue, kAgentReboot };
@@ -77,6 +86,8 @@ class Agent : private ProgressSink {
  private:
   void onProgress(uint32_t done, uint32_t total);
   void answerAlreadyRunning();
+  AnnouncementStatus checkTrust();
+  void refuse(AnnouncementStatus status);
   void setStatus(State state, const char* id, int progress, const char* error);
   void publishStatus();
   void rememberAttempt(const char* id);
@@ -114,6 +125,8 @@ class Agent : private ProgressSink {
   UpdateResult result_;
   char statusJson_[kMaxStatusLen + 1];
   char logLine_[kMaxLogLineLen + 1];
+  char manifest_[kMaxManifestLen + 1];
+  uint8_t signature_[kSignatureLen];
 };
 
 }  // namespace tinyota

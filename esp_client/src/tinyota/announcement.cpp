@@ -10,8 +10,8 @@ namespace tinyota {
 
 namespace {
 
-enum Field { kId, kVersion, kUrl, kSize, kMd5, kSha256, kFieldCount };
-const char* const kFieldNames[kFieldCount] = {"id", "version", "url", "size", "md5", "sha256"};
+enum Field { kId, kVersion, kUrl, kSize, kMd5, kSha256, kImage, kSig, kFieldCount };
+const char* const kFieldNames[kFieldCount] = {"id", "version", "url", "size", "md5", "sha256", "image", "sig"};
 
 int fieldIndex(JsonSpan key) {
   for (int i = 0; i < kFieldCount; ++i) {
@@ -81,7 +81,7 @@ AnnouncementStatus parseAnnouncement(const char* payload, size_t len, Announceme
 
   JsonObjectReader reader(payload, len);
   JsonMember fields[kFieldCount] = {};
-  bool seen[kFieldCount] = {false, false, false, false, false, false};
+  bool seen[kFieldCount] = {false, false, false, false, false, false, false, false};
   JsonMember member;
   while (reader.next(member)) {
     const int f = fieldIndex(member.key);
@@ -100,7 +100,8 @@ AnnouncementStatus parseAnnouncement(const char* payload, size_t len, Announceme
       fields[kUrl].type == kJsonString &&
       (isOptional(&fields[kSize], seen[kSize]) || fields[kSize].type == kJsonNumber) &&
       (isOptional(&fields[kMd5], seen[kMd5]) || fields[kMd5].type == kJsonString) &&
-      (isOptional(&fields[kSha256], seen[kSha256]) || fields[kSha256].type == kJsonString);
+      (isOptional(&fields[kSha256], seen[kSha256]) || fields[kSha256].type == kJsonString) &&
+      (isOptional(&fields[kImage], seen[kImage]) || fields[kImage].type == kJsonString);
   if (!typesOk) return kAnnouncementWrongType;
 
   if (!jsonDecodeString(fields[kId].value, out.id, sizeof out.id) || out.id[0] == '\0' ||
@@ -137,6 +138,19 @@ AnnouncementStatus parseAnnouncement(const char* payload, size_t len, Announceme
   if (!readDigest(fields[kSha256], seen[kSha256], out.sha256, sizeof out.sha256, kSha256HexLen)) {
     keepFirst(status, kAnnouncementBadSha256);
   }
+  if (!isOptional(&fields[kImage], seen[kImage]) &&
+      (!jsonDecodeString(fields[kImage].value, out.image, sizeof out.image) || out.image[0] == '\0' ||
+       !isVisibleAscii(out.image))) {
+    out.image[0] = '\0';
+    keepFirst(status, kAnnouncementBadImage);
+  }
+  // Any JSON type is accepted for "sig" here: a device without a public key must not start
+  // refusing announcements because of a field it does not use.
+  if (!isOptional(&fields[kSig], seen[kSig]) &&
+      (fields[kSig].type != kJsonString || !jsonDecodeString(fields[kSig].value, out.sig, sizeof out.sig))) {
+    out.sig[0] = '\0';
+    out.sigUnusable = true;
+  }
   return status;
 }
 
@@ -161,6 +175,13 @@ const char* describeAnnouncementStatus(AnnouncementStatus status) {
     case kAnnouncementBadMd5: return "refused: \"md5\" must be 32 hex digits";
     case kAnnouncementBadSha256: return "refused: \"sha256\" must be 64 hex digits";
     case kAnnouncementBadSize: return "refused: \"size\" must be an integer from 0 to 4294967295";
+    case kAnnouncementBadImage: return "refused: \"image\" must be 1-64 visible ASCII characters";
+    case kAnnouncementNotOurServer:
+      return "refused: \"url\" is not under the server this device was built for; nothing was requested";
+    case kAnnouncementMissingSignature: return "refused: no \"sig\"; this device only acts on signed announcements";
+    case kAnnouncementBadSignature: return "refused: \"sig\" does not verify with this device's public key";
+    case kAnnouncementSignatureUnchecked:
+      return "refused for now: too little free heap to check \"sig\"; announce again to retry";
   }
   return "unknown";
 }

@@ -25,6 +25,15 @@ static const size_t kMaxVersionLen = 32;
 static const size_t kMaxUrlLen = 384;
 static const size_t kMd5HexLen = 32;
 static const size_t kSha256HexLen = 64;
+static const size_t kMaxImageLen = 64;
+
+// ECDSA P-256: the raw r || s signature, its base64 text, the uncompressed public point.
+static const size_t kSignatureLen = 64;
+static const size_t kSignatureBase64Len = 88;
+static const size_t kPublicKeyLen = 65;
+// The signed manifest (signature.h): a fixed first line, nine fields, eight newlines.
+static const size_t kMaxManifestLen = 24 + kMaxDeviceIdLen + kMaxImageLen + kMaxAnnouncementIdLen +
+                                      kMaxVersionLen + kMaxUrlLen + 10 + kMd5HexLen + kSha256HexLen + 8;
 
 static const size_t kMaxErrorLen = 128;
 static const size_t kMaxPlatformLen = 16;

@@ -1,7 +1,7 @@
 // The tiny interfaces between the portable core and a platform (STYLE.md point 9).
 //
 // The sketch implements them with PubSubClient, the core's HTTP update routine, EEPROM or
-// NVS and millis(); the host build with libmosquitto, libcurl and files. Destructors are
+// NVS, millis() and the core's BearSSL / mbedTLS; the host build with libmosquitto, libcurl and files. Destructors are
 // protected and non-virtual: the core never owns or deletes a port.
 #ifndef TINYOTA_PORTS_H
 #define TINYOTA_PORTS_H
@@ -75,6 +75,23 @@ class Clock {
 
  protected:
   ~Clock() {}
+};
+
+// Checks an announcement's signature (signature.h): an ECDSA P-256 signature, raw r || s,
+// over SHA-256(message), by the one public key the device was built with. Implemented with
+// the crypto the platform ships (src/crypto/p256_verifier.h); the core only asks.
+enum SignatureCheck {
+  kSignatureValid,
+  kSignatureInvalid,
+  kSignatureUnchecked  // could not be checked now (e.g. too little free heap); try again later
+};
+
+class SignatureVerifier {
+ public:
+  virtual SignatureCheck verify(const uint8_t* message, size_t len, const uint8_t* signature) = 0;
+
+ protected:
+  ~SignatureVerifier() {}
 };
 
 class EventLog {
