@@ -72,7 +72,7 @@ class Embedded:
 @pytest.fixture
 def embedded(tmp_path: Path, prefix: str, servers: Any, probes: Any) -> Embedded:
     server = servers(embedded_config(tmp_path, prefix))
-    wait_until(lambda: server.service.mqtt_connected, 10, "the server to log in to its embedded broker")
+    wait_until(lambda: server.service.ready, 30, "the server to log in to its embedded broker")
     return Embedded(server, probes)
 
 
