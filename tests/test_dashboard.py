@@ -700,3 +700,25 @@ def test_fleet_screenshot(live: Any, pages: Any, tmp_path: Path) -> None:
     assert shot.stat().st_size > 10_000
     if os.environ.get("TINYOTA_UPDATE_SCREENSHOT"):
         (ROOT / "docs" / "dashboard.png").write_bytes(shot.read_bytes())
+
+
+def test_open_tabs_share_one_event_stream(live: Any, pages: Any) -> None:
+    """Six tabs would use up the browser's six connections per server: they share one stream."""
+    from playwright.sync_api import expect
+
+    server = live.start()
+    first = pages(server)
+    open_live(first)
+    others = [first.context.new_page() for _ in range(3)]
+    for tab in others:
+        open_live(tab)
+    assert len(server.service.events) == 1  # one stream for four tabs
+    server.call(server.service.on_availability, "kitchen-2", True)
+    for tab in [first, *others]:
+        expect(row(tab, "kitchen-2").locator('[data-field="online"]')).to_have_text("online")
+    first.close()  # the tab holding the stream goes: another takes it over, with a fresh snapshot
+    wait_until(lambda: len(server.service.events) == 1, 15, "one stream again")
+    server.call(server.service.on_availability, "kitchen-2", False)
+    for tab in others:  # only a new stream can have brought this
+        expect(row(tab, "kitchen-2").locator('[data-field="online"]')).to_have_text("offline")
+    assert len(server.service.events) == 1

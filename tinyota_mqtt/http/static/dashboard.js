@@ -1,6 +1,7 @@
 // TinyOTA dashboard: keeps the server-rendered pages live and runs the actions.
 //
-// Data comes from one EventSource on /api/events (a snapshot, then changes). Changes go through
+// Data comes from one EventSource on /api/events (a snapshot, then changes), shared by all open
+// tabs (see share()). Changes go through
 // the admin JSON API with fetch/XMLHttpRequest from this origin, which is what the server's
 // CSRF check (Origin / Sec-Fetch-Site) lets through.
 //
@@ -14,7 +15,7 @@
   const $$ = (selector, root = document) => Array.from(root.querySelectorAll(selector));
   const page = document.body.dataset.page;
 
-  const state = { devices: new Map(), releases: {} };
+  const state = { devices: new Map(), releases: {}, health: null, ready: false };
   const OPEN = ["pending", "downloading", "flashing"];
   // The same words the server's templates use (dashboard.py: _ATTEMPT_WORDS).
   const WORDS = {
@@ -584,43 +585,94 @@
   }
 
   function setHealth(health) {
+    state.health = health;
     const el = $("#mqtt");
     el.textContent = `MQTT ${health.mqtt}`;
     el.dataset.state = health.mqtt;
   }
 
-  function connect() {
-    const source = new EventSource("/api/events");
-    setLive("connecting…", "connecting");
-    source.addEventListener("open", () => setLive("live", "live"));
-    source.addEventListener("error", () => {
-      if (source.readyState === EventSource.CLOSED) {
-        // The server answered with an error (e.g. busy): EventSource gives up, so we retry.
-        setLive("disconnected — retrying", "down");
-        setTimeout(connect, 5000);
-      } else {
-        setLive("reconnecting…", "down");
-      }
-    });
-    const on = (name, fn) => source.addEventListener(name, (e) => fn(JSON.parse(e.data)));
-    on("snapshot", (data) => {
+  const handlers = {
+    snapshot: (data) => {
       state.releases = data.releases;
       data.devices.forEach(renderDevice);
       setHealth(data.health);
       afterDevices();
+      state.ready = true;
       document.body.dataset.live = "1";  // tests and curious readers: the first snapshot is in
-    });
-    on("device", (v) => { renderDevice(v); afterDevices(); });
-    on("attempt", renderAttempt);
-    on("health", setHealth);
-    on("rollout", (data) => renderRollout(data.rollout));
-    on("releases", (data) => {
+    },
+    device: (v) => { renderDevice(v); afterDevices(); },
+    attempt: renderAttempt,
+    health: setHealth,
+    rollout: (data) => renderRollout(data.rollout),
+    releases: (data) => {
       state.releases = data.releases;
       data.devices.forEach(renderDevice);
       afterDevices();
       const changed = $("#releases-changed");
       if (changed) changed.hidden = false;
+    },
+    live: ([word, stateName]) => setLive(word, stateName),
+  };
+
+  // A browser keeps about six connections per server, and each EventSource holds one: six open
+  // tabs would leave none for the pages themselves. So one tab, the holder of a Web Lock, keeps
+  // the stream and passes every event on to the others over a BroadcastChannel. When it closes,
+  // the lock goes to another tab, which opens the stream (and its fresh snapshot) itself.
+  const SHARED = "tinyota-events";
+
+  function share() {
+    if (!("locks" in navigator) || typeof BroadcastChannel === "undefined") {
+      connect(null);
+      return;
+    }
+    const channel = new BroadcastChannel(SHARED);
+    let leading = false;
+    channel.addEventListener("message", (e) => {
+      const msg = e.data;
+      if (msg.hello) {  // a tab that just opened wants what we have
+        if (leading && state.ready) {
+          channel.postMessage({ name: "snapshot", data: { releases: state.releases,
+            devices: Array.from(state.devices.values()), health: state.health } });
+          channel.postMessage({ name: "live", data: [$("#live").textContent, $("#live").dataset.state] });
+        }
+        return;
+      }
+      if (!leading && handlers[msg.name]) handlers[msg.name](msg.data);
     });
+    setLive("connecting…", "connecting");
+    channel.postMessage({ hello: true });
+    // The callback's promise never settles: the lock is held until this tab goes away.
+    navigator.locks.request(SHARED, () => {
+      leading = true;
+      connect(channel);
+      return new Promise(() => {});
+    });
+  }
+
+  function connect(channel) {
+    const source = new EventSource("/api/events");
+    const live = (word, stateName) => {
+      setLive(word, stateName);
+      if (channel) channel.postMessage({ name: "live", data: [word, stateName] });
+    };
+    live("connecting…", "connecting");
+    source.addEventListener("open", () => live("live", "live"));
+    source.addEventListener("error", () => {
+      if (source.readyState === EventSource.CLOSED) {
+        // The server answered with an error (e.g. busy): EventSource gives up, so we retry.
+        live("disconnected — retrying", "down");
+        setTimeout(() => connect(channel), 5000);
+      } else {
+        live("reconnecting…", "down");
+      }
+    });
+    for (const name of ["snapshot", "device", "attempt", "health", "rollout", "releases"]) {
+      source.addEventListener(name, (e) => {
+        const data = JSON.parse(e.data);
+        handlers[name](data);
+        if (channel) channel.postMessage({ name, data });
+      });
+    }
   }
 
   // -- start ------------------------------------------------------------------------------------
@@ -649,5 +701,5 @@
     applyFilters();
   }
   setupUpload();
-  connect();
+  share();
 })();
