@@ -104,3 +104,55 @@ def test_device_detail_and_unknown_device(server: ServerThread) -> None:
     resp, _ = request(server, "GET", "/api/devices/ghost", **ADMIN)
     assert resp.status == 404
 
+
+
+def test_deleting_a_release_withdraws_its_announcement(tmp_path: Path, broker: Any, prefix: str, servers: Any,
+                                                       probes: Any) -> None:
+    server = servers(write_config(tmp_path, mqtt=broker.url, prefix=prefix))
+    wait_until(lambda: server.service.ready, 15, "the server's MQTT session")
+    watch = probes(broker.url).subscribe(f"{prefix}/kitchen-1/update")
+    assert upload(server, "image=kitchen&version=1.0.0", make_test_image("1.0.0"))[0] == 201
+    announced = json.loads(watch.wait_for(f"{prefix}/kitchen-1/update", lambda m: m.payload != b"").payload)
+    assert announced["version"] == "1.0.0"
+
+    resp, body = request(server, "DELETE", "/api/releases/kitchen/1.0.0", **ADMIN)
+    assert resp.status == 200 and json.loads(body)["version"] == "1.0.0"
+    # Withdrawn by the time the answer comes, not at some later tick.
+    history = json.loads(request(server, "GET", "/api/devices/kitchen-1/history", **ADMIN)[1])
+    assert (history[0]["id"], history[0]["state"]) == (announced["id"], "cancelled")
+    # The retained announcement is cleared on the broker: no device is sent to a missing file.
+    watch.wait_for(f"{prefix}/kitchen-1/update", lambda m: m.payload == b"")
+    late = probes(broker.url).subscribe(f"{prefix}/kitchen-1/update").subscribe(f"{prefix}/marker")
+    late.publish(f"{prefix}/marker", b"after")  # the broker delivers in order: retained ones first
+    late.wait_for(f"{prefix}/marker")
+    assert late.received(f"{prefix}/kitchen-1/update") == []  # a device subscribing now gets nothing
+    assert request(server, "GET", "/fw/kitchen/1.0.0.bin")[0].status == 404
+    assert json.loads(request(server, "GET", "/api/releases?image=kitchen", **ADMIN)[1]) == []
+    assert request(server, "DELETE", "/api/releases/kitchen/1.0.0", **ADMIN)[0].status == 404
+    assert request(server, "DELETE", "/api/releases/kitchen/1.0.0", user=None)[0].status == 401
+
+
+def test_device_history_lists_attempts_newest_first(tmp_path: Path, broker: Any, prefix: str, servers: Any,
+                                                    probes: Any) -> None:
+    server = servers(write_config(tmp_path, mqtt=broker.url, prefix=prefix))
+    wait_until(lambda: server.service.ready, 15, "the server's MQTT session")
+    device = probes(broker.url)
+    assert json.loads(request(server, "GET", "/api/devices/sensor-1/history", **ADMIN)[1]) == []
+    for version in ("1.0.0", "1.1.0"):
+        assert upload(server, f"image=sensor&version={version}", make_test_image(version))[0] == 201
+    first = json.loads(request(server, "POST", "/api/devices/sensor-1/install", body=b'{"version": "1.0.0"}',
+                               headers={"Content-Type": "application/json"}, **ADMIN)[1])["attempts"][0]
+    device.publish(f"{prefix}/sensor-1/status", json.dumps({"state": "idle", "version": "1.0.0"}))
+    wait_until(lambda: server.service.registry.attempt(first["id"]).state == "succeeded", 10,
+               "the device's report to confirm 1.0.0")
+    second = json.loads(request(server, "POST", "/api/devices/sensor-1/install", body=b'{"version": "1.1.0"}',
+                                headers={"Content-Type": "application/json"}, **ADMIN)[1])["attempts"][0]
+    resp, body = request(server, "GET", "/api/devices/sensor-1/history", **ADMIN)
+    history = json.loads(body)
+    assert resp.status == 200 and resp.headers["Content-Type"].startswith("application/json")
+    assert [(a["id"], a["version"], a["from_version"], a["state"]) for a in history] == [
+        (second["id"], "1.1.0", "1.0.0", "pending"), (first["id"], "1.0.0", None, "succeeded")]
+    assert history[1]["progress"] == 100 and history[1]["error"] is None
+    # Another device's history is its own.
+    assert json.loads(request(server, "GET", "/api/devices/kitchen-2/history", **ADMIN)[1]) == []
+    assert request(server, "GET", "/api/devices/sensor-1/history", user=None)[0].status == 401
