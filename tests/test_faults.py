@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import sqlite3
 import threading
 from pathlib import Path
 from typing import Any
@@ -241,3 +242,45 @@ def test_mqtt_works_on_descriptors_above_1024(tmp_path: Path, broker: Mosquitto,
         for fd in held:
             os.close(fd)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_progress_is_written_behind_by_the_tick_and_a_kill_9_loses_only_unflushed_progress(
+        tmp_path: Path, broker: Mosquitto, prefix: str, processes: Any, probes: Any) -> None:
+    """docs/reliability.md: progress is flushed by the half-second tick (one commit for a burst),
+    so a crash loses at most the progress since the last tick, never an attempt."""
+    config = write_config(tmp_path, mqtt=broker.url, prefix=prefix)
+    proc = processes(config)
+    admin = {"Authorization": basic_header("admin", "admin-secret")}
+    conn = http.client.HTTPConnection("127.0.0.1", proc.port, timeout=10)
+    conn.request("POST", "/api/releases?image=sensor&version=1.0.0", body=make_test_image("1.0.0"), headers=admin)
+    uploaded = conn.getresponse()
+    uploaded.read()
+    assert uploaded.status == 201
+    conn.request("POST", "/api/devices/sensor-1/install", body=b"{}", headers=admin)
+    attempt_id = json.loads(conn.getresponse().read())["attempts"][0]["id"]
+    conn.close()
+    state_file = tmp_path / "state.sqlite"
+
+    def on_disk() -> tuple[str, int | None] | None:
+        db = sqlite3.connect(f"file:{state_file}?mode=ro", uri=True)  # as a new process reads it
+        try:
+            row = db.execute("SELECT state, progress FROM attempts WHERE id = ?", (attempt_id,)).fetchone()
+        finally:
+            db.close()
+        return None if row is None else (str(row[0]), row[1])
+
+    device = probes(broker.url)
+    status = f"{prefix}/sensor-1/status"
+    device.publish(status, json.dumps({"state": "downloading", "version": "0.9.0", "progress": 40, "id": attempt_id}))
+    # Nothing but the server's own tick writes it: no API request, no outcome to force a flush.
+    wait_until(lambda: on_disk() == ("downloading", 40), 20, "the tick to write the reported progress")
+    device.publish(status, json.dumps({"state": "downloading", "version": "0.9.0", "progress": 60, "id": attempt_id}))
+    proc.kill()
+    state, progress = on_disk() or ("lost", None)
+    assert state == "downloading" and progress in (40, 60)  # 60 only if a tick came before the kill
+    again = processes(config)
+    conn = http.client.HTTPConnection("127.0.0.1", again.port, timeout=10)
+    conn.request("GET", "/api/devices/sensor-1", headers=admin)
+    attempt = json.loads(conn.getresponse().read())["attempt"]
+    conn.close()
+    assert (attempt["id"], attempt["state"], attempt["progress"]) == (attempt_id, "downloading", progress)
