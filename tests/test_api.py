@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import socket
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -156,3 +157,41 @@ def test_device_history_lists_attempts_newest_first(tmp_path: Path, broker: Any,
     # Another device's history is its own.
     assert json.loads(request(server, "GET", "/api/devices/kitchen-2/history", **ADMIN)[1]) == []
     assert request(server, "GET", "/api/devices/sensor-1/history", user=None)[0].status == 401
+
+
+def test_the_kdf_runs_off_the_event_loop(tmp_path: Path, servers: Any) -> None:
+    """A first login with a hashed password costs a PBKDF2 run; while it runs in a worker thread
+    the server keeps answering others. Shown by events, not timing: the real check is held at its
+    start until a /healthz has been answered; if the check ran on the event loop, nothing could
+    answer and the /healthz would time out."""
+    from tinyota_mqtt.core.passwords import hash_password
+
+    config = write_config(tmp_path)
+    hashed = hash_password("pw-kitchen-1", iterations=1000)
+    config.write_text(config.read_text().replace("password: pw-kitchen-1", f"password: '{hashed}'"))
+    server = servers(config, HTTP_ONLY)
+    service = server.service
+    real_check = service.authenticate
+    kdf_running, healthz_answered = threading.Event(), threading.Event()
+
+    def held_check(header: str | None) -> Any:
+        kdf_running.set()
+        healthz_answered.wait(30)  # bounded: a blocked loop must not hang the suite
+        return real_check(header)
+
+    service.authenticate = held_check  # the same check, with a pause at its start
+    answers: list[int] = []
+    worker = threading.Thread(target=lambda: answers.append(request(server, "GET", "/fw/kitchen/9.9.9.bin")[0].status))
+    worker.start()
+    try:
+        assert kdf_running.wait(15), "the hashed login never reached the password check"
+        try:
+            health = request(server, "GET", "/healthz", user=None)[0].status
+        except TimeoutError:
+            pytest.fail("/healthz went unanswered while the KDF ran: the check blocks the event loop")
+        assert health == 200
+    finally:
+        healthz_answered.set()
+        worker.join(30)
+    assert answers == [404]  # authenticated (a wrong password is 401), then no such release
+    assert service.authentication_is_cheap(basic_header("kitchen-1", "pw-kitchen-1"))  # cached now
