@@ -140,7 +140,7 @@ def test_device_history_lists_attempts_newest_first(tmp_path: Path, broker: Any,
     device = probes(broker.url)
     assert json.loads(request(server, "GET", "/api/devices/sensor-1/history", **ADMIN)[1]) == []
     for version in ("1.0.0", "1.1.0"):
-        assert upload(server, f"image=sensor&version={version}", make_test_image(version))[0] == 201
+        assert upload(server, f"image=sensor&version={version}", make_test_image(version, platform="esp32"))[0] == 201
     first = json.loads(request(server, "POST", "/api/devices/sensor-1/install", body=b'{"version": "1.0.0"}',
                                headers={"Content-Type": "application/json"}, **ADMIN)[1])["attempts"][0]
     device.publish(f"{prefix}/sensor-1/status", json.dumps({"state": "idle", "version": "1.0.0"}))

@@ -189,6 +189,7 @@ def test_a_success_the_device_lost_is_retried_after_the_back_off() -> None:
 
 @pytest.mark.parametrize(("error", "transient"), [
     ("Wrong HTTP Code", True), ("HTTP error 429", True), ("got 503 from server", True), ("503", True),
+    ("File Not Found (404)", True),  # a release replaced between announcement and download
     ("connection refused", True), ("Read Timeout", True), ("download timed out", True),
     ("server unavailable", True), ("release not yet available", True), ("too many devices", True),
     ("MD5 check failed", False), ("Not Enough Space", False), ("bad signature", False),
@@ -475,3 +476,21 @@ def test_an_automatic_group_follows_the_highest_release() -> None:
     listing = [Release("1.0.0"), Release("1.5.0"), Release("2.0.0")]  # lowest first, as the store lists them
     assert policy.target_version(config, "a", listing) == "2.0.0"
     assert policy.target_version(config, "a", []) is None
+
+
+def test_a_device_is_served_only_its_target_or_what_it_runs() -> None:
+    config = parse_config("images: {k: {platform: esp8266}, s: {platform: esp32}}\n"
+                          "groups: {g: {image: k}}\ndevices: {a: {group: g}, lone: {}}\n")
+
+    def refusal(device: str, image: str, version: str, target: str | None, installed: str | None) -> str | None:
+        return policy.refusal(config, device, image, version, target=target, installed=installed)
+
+    assert refusal("a", "k", "2.0.0", "2.0.0", "1.0.0") is None
+    assert refusal("a", "k", "1.0.0", "2.0.0", "1.0.0") is None  # what it already runs
+    assert refusal("a", "k", "1.5.0", "2.0.0", "1.0.0") == \
+        "1.5.0 was not announced to this device (its target is 2.0.0)"
+    assert refusal("a", "k", "1.5.0", None, "1.0.0") == "1.5.0 was not announced to this device (nothing is)"
+    assert refusal("a", "k", "1.5.0", None, None) == "1.5.0 was not announced to this device (nothing is)"
+    assert refusal("a", "s", "2.0.0", "2.0.0", None) == "image s is not this device's image (k)"
+    assert refusal("lone", "k", "2.0.0", "2.0.0", None) == \
+        "this device is in no group, so no image is announced to it"

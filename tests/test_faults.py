@@ -252,7 +252,8 @@ def test_progress_is_written_behind_by_the_tick_and_a_kill_9_loses_only_unflushe
     proc = processes(config)
     admin = {"Authorization": basic_header("admin", "admin-secret")}
     conn = http.client.HTTPConnection("127.0.0.1", proc.port, timeout=10)
-    conn.request("POST", "/api/releases?image=sensor&version=1.0.0", body=make_test_image("1.0.0"), headers=admin)
+    conn.request("POST", "/api/releases?image=sensor&version=1.0.0", body=make_test_image("1.0.0", platform="esp32"),
+                 headers=admin)
     uploaded = conn.getresponse()
     uploaded.read()
     assert uploaded.status == 201
