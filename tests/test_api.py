@@ -127,7 +127,7 @@ def test_deleting_a_release_withdraws_its_announcement(tmp_path: Path, broker: A
     late.publish(f"{prefix}/marker", b"after")  # the broker delivers in order: retained ones first
     late.wait_for(f"{prefix}/marker")
     assert late.received(f"{prefix}/kitchen-1/update") == []  # a device subscribing now gets nothing
-    assert request(server, "GET", "/fw/kitchen/1.0.0.bin")[0].status == 404
+    assert request(server, "GET", "/api/releases/kitchen/1.0.0", **ADMIN)[0].status == 404
     assert json.loads(request(server, "GET", "/api/releases?image=kitchen", **ADMIN)[1]) == []
     assert request(server, "DELETE", "/api/releases/kitchen/1.0.0", **ADMIN)[0].status == 404
     assert request(server, "DELETE", "/api/releases/kitchen/1.0.0", user=None)[0].status == 401
@@ -193,5 +193,5 @@ def test_the_kdf_runs_off_the_event_loop(tmp_path: Path, servers: Any) -> None:
     finally:
         healthz_answered.set()
         worker.join(30)
-    assert answers == [404]  # authenticated (a wrong password is 401), then no such release
+    assert answers == [403]  # authenticated (a wrong password is 401), then refused: never announced
     assert service.authentication_is_cheap(basic_header("kitchen-1", "pw-kitchen-1"))  # cached now

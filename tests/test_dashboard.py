@@ -717,6 +717,6 @@ def test_fleet_screenshot(live: Any, pages: Any, tmp_path: Path) -> None:
         box = row(page, device).bounding_box()
         assert box is not None and box["height"] > 0, device
         scroll = page.evaluate("window.scrollY")
-        assert 0 <= box["y"] + scroll and box["y"] + scroll + box["height"] <= height, device
+        assert box["y"] + scroll >= 0 and box["y"] + scroll + box["height"] <= height, device
     if os.environ.get("TINYOTA_UPDATE_SCREENSHOT"):
         (ROOT / "docs" / "dashboard.png").write_bytes(shot.read_bytes())
