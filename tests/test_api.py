@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import socket
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -104,3 +105,93 @@ def test_device_detail_and_unknown_device(server: ServerThread) -> None:
     resp, _ = request(server, "GET", "/api/devices/ghost", **ADMIN)
     assert resp.status == 404
 
+
+
+def test_deleting_a_release_withdraws_its_announcement(tmp_path: Path, broker: Any, prefix: str, servers: Any,
+                                                       probes: Any) -> None:
+    server = servers(write_config(tmp_path, mqtt=broker.url, prefix=prefix))
+    wait_until(lambda: server.service.ready, 15, "the server's MQTT session")
+    watch = probes(broker.url).subscribe(f"{prefix}/kitchen-1/update")
+    assert upload(server, "image=kitchen&version=1.0.0", make_test_image("1.0.0"))[0] == 201
+    announced = json.loads(watch.wait_for(f"{prefix}/kitchen-1/update", lambda m: m.payload != b"").payload)
+    assert announced["version"] == "1.0.0"
+
+    resp, body = request(server, "DELETE", "/api/releases/kitchen/1.0.0", **ADMIN)
+    assert resp.status == 200 and json.loads(body)["version"] == "1.0.0"
+    # Withdrawn by the time the answer comes, not at some later tick.
+    history = json.loads(request(server, "GET", "/api/devices/kitchen-1/history", **ADMIN)[1])
+    assert (history[0]["id"], history[0]["state"]) == (announced["id"], "cancelled")
+    # The retained announcement is cleared on the broker: no device is sent to a missing file.
+    watch.wait_for(f"{prefix}/kitchen-1/update", lambda m: m.payload == b"")
+    late = probes(broker.url).subscribe(f"{prefix}/kitchen-1/update").subscribe(f"{prefix}/marker")
+    late.publish(f"{prefix}/marker", b"after")  # the broker delivers in order: retained ones first
+    late.wait_for(f"{prefix}/marker")
+    assert late.received(f"{prefix}/kitchen-1/update") == []  # a device subscribing now gets nothing
+    assert request(server, "GET", "/api/releases/kitchen/1.0.0", **ADMIN)[0].status == 404
+    assert json.loads(request(server, "GET", "/api/releases?image=kitchen", **ADMIN)[1]) == []
+    assert request(server, "DELETE", "/api/releases/kitchen/1.0.0", **ADMIN)[0].status == 404
+    assert request(server, "DELETE", "/api/releases/kitchen/1.0.0", user=None)[0].status == 401
+
+
+def test_device_history_lists_attempts_newest_first(tmp_path: Path, broker: Any, prefix: str, servers: Any,
+                                                    probes: Any) -> None:
+    server = servers(write_config(tmp_path, mqtt=broker.url, prefix=prefix))
+    wait_until(lambda: server.service.ready, 15, "the server's MQTT session")
+    device = probes(broker.url)
+    assert json.loads(request(server, "GET", "/api/devices/sensor-1/history", **ADMIN)[1]) == []
+    for version in ("1.0.0", "1.1.0"):
+        assert upload(server, f"image=sensor&version={version}", make_test_image(version, platform="esp32"))[0] == 201
+    first = json.loads(request(server, "POST", "/api/devices/sensor-1/install", body=b'{"version": "1.0.0"}',
+                               headers={"Content-Type": "application/json"}, **ADMIN)[1])["attempts"][0]
+    device.publish(f"{prefix}/sensor-1/status", json.dumps({"state": "idle", "version": "1.0.0"}))
+    wait_until(lambda: server.service.registry.attempt(first["id"]).state == "succeeded", 10,
+               "the device's report to confirm 1.0.0")
+    second = json.loads(request(server, "POST", "/api/devices/sensor-1/install", body=b'{"version": "1.1.0"}',
+                                headers={"Content-Type": "application/json"}, **ADMIN)[1])["attempts"][0]
+    resp, body = request(server, "GET", "/api/devices/sensor-1/history", **ADMIN)
+    history = json.loads(body)
+    assert resp.status == 200 and resp.headers["Content-Type"].startswith("application/json")
+    assert [(a["id"], a["version"], a["from_version"], a["state"]) for a in history] == [
+        (second["id"], "1.1.0", "1.0.0", "pending"), (first["id"], "1.0.0", None, "succeeded")]
+    assert history[1]["progress"] == 100 and history[1]["error"] is None
+    # Another device's history is its own.
+    assert json.loads(request(server, "GET", "/api/devices/kitchen-2/history", **ADMIN)[1]) == []
+    assert request(server, "GET", "/api/devices/sensor-1/history", user=None)[0].status == 401
+
+
+def test_the_kdf_runs_off_the_event_loop(tmp_path: Path, servers: Any) -> None:
+    """A first login with a hashed password costs a PBKDF2 run; while it runs in a worker thread
+    the server keeps answering others. Shown by events, not timing: the real check is held at its
+    start until a /healthz has been answered; if the check ran on the event loop, nothing could
+    answer and the /healthz would time out."""
+    from tinyota_mqtt.core.passwords import hash_password
+
+    config = write_config(tmp_path)
+    hashed = hash_password("pw-kitchen-1", iterations=1000)
+    config.write_text(config.read_text().replace("password: pw-kitchen-1", f"password: '{hashed}'"))
+    server = servers(config, HTTP_ONLY)
+    service = server.service
+    real_check = service.authenticate
+    kdf_running, healthz_answered = threading.Event(), threading.Event()
+
+    def held_check(header: str | None) -> Any:
+        kdf_running.set()
+        healthz_answered.wait(30)  # bounded: a blocked loop must not hang the suite
+        return real_check(header)
+
+    service.authenticate = held_check  # the same check, with a pause at its start
+    answers: list[int] = []
+    worker = threading.Thread(target=lambda: answers.append(request(server, "GET", "/fw/kitchen/9.9.9.bin")[0].status))
+    worker.start()
+    try:
+        assert kdf_running.wait(15), "the hashed login never reached the password check"
+        try:
+            health = request(server, "GET", "/healthz", user=None)[0].status
+        except TimeoutError:
+            pytest.fail("/healthz went unanswered while the KDF ran: the check blocks the event loop")
+        assert health == 200
+    finally:
+        healthz_answered.set()
+        worker.join(30)
+    assert answers == [403]  # authenticated (a wrong password is 401), then refused: never announced
+    assert service.authentication_is_cheap(basic_header("kitchen-1", "pw-kitchen-1"))  # cached now

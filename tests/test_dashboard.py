@@ -695,9 +695,29 @@ def test_fleet_screenshot(live: Any, pages: Any, tmp_path: Path) -> None:
     expect(row(page, "sensor-3").locator('[data-field="attempt"]')).to_contain_text("failed")
     expect(row(page, "kitchen-1").locator("progress")).to_have_js_property("value", 72)
     expect(row(page, "garage-door")).to_be_visible()
+    # What the picture must show: every device, each in the state the fleet is in.
+    attempts = {"kitchen-1": "downloading 72%", "sensor-1": "succeeded", "sensor-2": "downloading 64%",
+                "sensor-3": "failed"}
+    for device, text in attempts.items():
+        expect(row(page, device).locator('[data-field="attempt"]')).to_contain_text(text)
+    installed = {"kitchen-1": "1.0.0", "kitchen-2": "1.1.0", "kitchen-3": "1.0.0", "sensor-1": "2.1.0",
+                 "sensor-2": "2.0.0", "sensor-3": "2.0.0", "loner": "0.4.2", "garage-door": "0.9.1"}
+    for device, version in installed.items():
+        expect(row(page, device).locator('[data-field="installed"]')).to_have_text(version)
+    expect(row(page, "kitchen-3").locator('[data-field="online"]')).to_have_text("offline")
+    expect(row(page, "kitchen-2").locator('[data-field="online"]')).to_have_text("online")
+    expect(page.locator("tr[data-device]")).to_have_count(len(installed))
     shot = tmp_path / "dashboard.png"
     page.screenshot(path=str(shot), full_page=True)
-    assert shot.stat().st_size > 10_000
+    png = shot.read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and png[12:16] == b"IHDR"
+    width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+    assert width == 1280 and height >= 860  # the viewport, the whole page
+    for device in installed:  # and every row lies inside the picture, none cut off or hidden
+        box = row(page, device).bounding_box()
+        assert box is not None and box["height"] > 0, device
+        scroll = page.evaluate("window.scrollY")
+        assert box["y"] + scroll >= 0 and box["y"] + scroll + box["height"] <= height, device
     if os.environ.get("TINYOTA_UPDATE_SCREENSHOT"):
         (ROOT / "docs" / "dashboard.png").write_bytes(shot.read_bytes())
 

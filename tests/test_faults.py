@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import re
+import signal
+import sqlite3
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -120,26 +124,66 @@ def test_wrong_broker_password_reads_as_a_sentence(tmp_path: Path, prefix: str, 
         mosq.stop()
 
 
-def test_kill_9_mid_rollout_then_restart_restores_attempts(tmp_path: Path, broker: Mosquitto, prefix: str,
-                                                           processes: Any) -> None:
+def test_kill_9_right_after_an_mqtt_install_is_announced_loses_nothing(tmp_path: Path, broker: Mosquitto,
+                                                                       prefix: str, processes: Any,
+                                                                       probes: Any) -> None:
+    """The install comes as Home Assistant sends it (an MQTT command, no API request that flushes
+    the registry), and the server dies the moment its announcement reaches the broker: the
+    attempt then exists only because the outbox committed it before publishing."""
     config = write_config(tmp_path, mqtt=broker.url, prefix=prefix)
     proc = processes(config)
-    port = int(re.search(r"serving on http://127.0.0.1:(\d+)", "".join(proc.output)).group(1))  # type: ignore[union-attr]
     admin = {"Authorization": basic_header("admin", "admin-secret")}
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn = http.client.HTTPConnection("127.0.0.1", proc.port, timeout=10)
     conn.request("POST", "/api/releases?image=sensor&version=1.0.0", body=make_test_image("1.0.0", platform="esp32"),
                  headers=admin)
     uploaded = conn.getresponse()
     uploaded.read()
     assert uploaded.status == 201
-    conn.request("POST", "/api/devices/sensor-1/install", body=b"{}", headers=admin)
-    assert conn.getresponse().status == 202
+
+    def mqtt_state() -> str:
+        conn.request("GET", "/healthz")
+        return str(json.loads(conn.getresponse().read())["mqtt"])
+
+    wait_until(lambda: mqtt_state() == "connected", 15, "the server's MQTT session (it must hear the command)")
     conn.close()
+
+    killed = threading.Event()
+    seen: list[bytes] = []
+
+    def kill_on_announcement(_c: Any, _u: Any, msg: Any) -> None:
+        if msg.topic == f"{prefix}/sensor-1/update" and msg.payload and not killed.is_set():
+            os.kill(proc.proc.pid, signal.SIGKILL)  # from the MQTT thread: no later flush can sneak in
+            seen.append(msg.payload)
+            killed.set()
+
+    watch = probes(broker.url).subscribe(f"{prefix}/sensor-1/update")
+    watch.client.on_message = kill_on_announcement
+    watch.publish(f"{prefix}/sensor-1/install", b"install")  # what HA's Install button sends: the latest
+    assert killed.wait(20), "the install command was never announced"
     proc.kill()
-    processes(config)  # a new server reads the same state file
-    views = {v["id"]: v for v in json.loads(tinyota("status", "--json", "-c", str(config)).stdout)}
-    assert views["sensor-1"]["attempt"]["state"] == "pending"
-    assert views["sensor-1"]["target"] == "1.0.0"
+    announced = json.loads(seen[0])
+
+    again = processes(config)  # a new server reads the same state file
+    conn = http.client.HTTPConnection("127.0.0.1", again.port, timeout=10)
+    conn.request("GET", "/api/devices/sensor-1", headers=admin)
+    view = json.loads(conn.getresponse().read())
+    conn.close()
+    assert view["attempt"] is not None, "the announced attempt was lost with the process"
+    assert (view["attempt"]["id"], view["attempt"]["state"], view["target"]) == (announced["id"], "pending", "1.0.0")
+    # The broker's retained announcement and the restarted server's attempt are the same one, so
+    # the device's report of it is recognised and the outcome is recorded.
+    fresh = probes(broker.url).subscribe(f"{prefix}/sensor-1/update")
+    assert json.loads(fresh.wait_for(f"{prefix}/sensor-1/update").payload)["id"] == announced["id"]
+    fresh.publish(f"{prefix}/sensor-1/status", json.dumps({"state": "idle", "version": "1.0.0", "id": announced["id"]}))
+
+    def state() -> str:
+        c = http.client.HTTPConnection("127.0.0.1", again.port, timeout=10)
+        c.request("GET", "/api/devices/sensor-1/history", headers=admin)
+        history = json.loads(c.getresponse().read())
+        c.close()
+        return str(history[0]["state"]) if history and history[0]["id"] == announced["id"] else ""
+
+    wait_until(lambda: state() == "succeeded", 15, "the report of the announced attempt to confirm it")
 
 
 def test_disk_full_during_an_http_upload(tmp_path: Path, processes: Any) -> None:
@@ -198,3 +242,46 @@ def test_mqtt_works_on_descriptors_above_1024(tmp_path: Path, broker: Mosquitto,
         for fd in held:
             os.close(fd)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_progress_is_written_behind_by_the_tick_and_a_kill_9_loses_only_unflushed_progress(
+        tmp_path: Path, broker: Mosquitto, prefix: str, processes: Any, probes: Any) -> None:
+    """docs/reliability.md: progress is flushed by the half-second tick (one commit for a burst),
+    so a crash loses at most the progress since the last tick, never an attempt."""
+    config = write_config(tmp_path, mqtt=broker.url, prefix=prefix)
+    proc = processes(config)
+    admin = {"Authorization": basic_header("admin", "admin-secret")}
+    conn = http.client.HTTPConnection("127.0.0.1", proc.port, timeout=10)
+    conn.request("POST", "/api/releases?image=sensor&version=1.0.0", body=make_test_image("1.0.0", platform="esp32"),
+                 headers=admin)
+    uploaded = conn.getresponse()
+    uploaded.read()
+    assert uploaded.status == 201
+    conn.request("POST", "/api/devices/sensor-1/install", body=b"{}", headers=admin)
+    attempt_id = json.loads(conn.getresponse().read())["attempts"][0]["id"]
+    conn.close()
+    state_file = tmp_path / "state.sqlite"
+
+    def on_disk() -> tuple[str, int | None] | None:
+        db = sqlite3.connect(f"file:{state_file}?mode=ro", uri=True)  # as a new process reads it
+        try:
+            row = db.execute("SELECT state, progress FROM attempts WHERE id = ?", (attempt_id,)).fetchone()
+        finally:
+            db.close()
+        return None if row is None else (str(row[0]), row[1])
+
+    device = probes(broker.url)
+    status = f"{prefix}/sensor-1/status"
+    device.publish(status, json.dumps({"state": "downloading", "version": "0.9.0", "progress": 40, "id": attempt_id}))
+    # Nothing but the server's own tick writes it: no API request, no outcome to force a flush.
+    wait_until(lambda: on_disk() == ("downloading", 40), 20, "the tick to write the reported progress")
+    device.publish(status, json.dumps({"state": "downloading", "version": "0.9.0", "progress": 60, "id": attempt_id}))
+    proc.kill()
+    state, progress = on_disk() or ("lost", None)
+    assert state == "downloading" and progress in (40, 60)  # 60 only if a tick came before the kill
+    again = processes(config)
+    conn = http.client.HTTPConnection("127.0.0.1", again.port, timeout=10)
+    conn.request("GET", "/api/devices/sensor-1", headers=admin)
+    attempt = json.loads(conn.getresponse().read())["attempt"]
+    conn.close()
+    assert (attempt["id"], attempt["state"], attempt["progress"]) == (attempt_id, "downloading", progress)

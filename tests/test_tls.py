@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import socket
 import ssl
 import subprocess
 from pathlib import Path
@@ -62,24 +63,54 @@ def test_https_download(tmp_path: Path, certs: Path, servers: Any) -> None:
         plain.getresponse().read()
 
 
-def test_mqtts_with_client_certificate_and_a_device_on_https(tmp_path: Path, certs: Path, prefix: str,
-                                                              servers: Any) -> None:
+# An MQTT 3.1.1 CONNECT (clean session, keep-alive 60 s, client id "probe") and the CONNACK that
+# accepts it: enough to tell "the broker let this TLS client in" from "it refused it".
+CONNECT = b"\x10\x11\x00\x04MQTT\x04\x02\x00\x3c\x00\x05probe"
+CONNACK_ACCEPTED = b"\x20\x02\x00\x00"
+
+
+def mqtt_over_tls(port: int, context: ssl.SSLContext) -> bytes:
+    """CONNECT over TLS and return what the broker answers; raise if it drops the client.
+
+    With TLS 1.3 the client's side of the handshake completes before the server has judged the
+    client certificate, so a refusal shows on the first read, as an alert."""
+    with socket.create_connection(("127.0.0.1", port), 10) as raw, \
+            context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+        tls.sendall(CONNECT)
+        answer = tls.recv(4)
+        if not answer:
+            raise ConnectionResetError("the broker closed the connection")
+        return answer
+
+
+def test_mqtts_broker_requires_a_client_certificate_and_the_server_presents_one(
+        tmp_path: Path, certs: Path, prefix: str, servers: Any) -> None:
     tls_port = free_port()
+    # The plain listener (conftest's) stays for the simulated device, which has no certificate;
+    # the TLS listener demands one signed by our CA.
     mosq = Mosquitto(tmp_path / "mosq", extra=(
         f"listener {tls_port} 127.0.0.1\ncafile {certs}/ca.crt\ncertfile {certs}/server.crt\n"
-        f"keyfile {certs}/server.key\nrequire_certificate false\n")).start()
+        f"keyfile {certs}/server.key\nrequire_certificate true\n")).start()
     try:
+        anonymous = ssl.create_default_context(cafile=str(certs / "ca.crt"))
+        with pytest.raises((ssl.SSLError, ConnectionResetError, BrokenPipeError)):
+            mqtt_over_tls(tls_port, anonymous)
+        # The same client with the certificate gets in: the refusal above was about the certificate.
+        with_cert = ssl.create_default_context(cafile=str(certs / "ca.crt"))
+        with_cert.load_cert_chain(str(certs / "client.crt"), str(certs / "client.key"))
+        assert mqtt_over_tls(tls_port, with_cert) == CONNACK_ACCEPTED
+
         url = f"mqtts://127.0.0.1:{tls_port}"
         server = servers(tls_config(tmp_path, certs, url, prefix))
-        wait_until(lambda: server.service.ready, 15, "the server's mqtts session")
+        wait_until(lambda: server.service.ready, 15, "the server's mqtts session with its client certificate")
         release(server.config, "kitchen", "1.0.0")
         server.call(server.service.tick)
-        device = SimDevice(SimSettings(device_id="kitchen-1", password="pw-kitchen-1", broker=url, version="0.9.0",
-                                       prefix=prefix, ca=str(certs / "ca.crt")))
+        device = SimDevice(SimSettings(device_id="kitchen-1", password="pw-kitchen-1", broker=mosq.url,
+                                       version="0.9.0", prefix=prefix, ca=str(certs / "ca.crt")))
         device.start()
         try:
             wait_until(lambda: (server.view("kitchen-1")["attempt"] or {}).get("state") == "succeeded", 30,
-                       "the update over mqtts and https")
+                       "the update announced over mqtts and downloaded over https")
             assert device.version == "1.0.0"
         finally:
             device.stop()

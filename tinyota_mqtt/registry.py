@@ -237,7 +237,7 @@ class Registry:
         return max(candidates, key=lambda a: a.created) if candidates else None
 
     def history(self, device_id: str, limit: int = 50) -> list[Attempt]:
-        """Newest first: what is on disk merged with what has not been flushed yet."""
+        """Newest first. Flushes first, so the query on disk sees every change made so far."""
         self.flush()
         rows = self._db.execute(
             f"SELECT {', '.join(_ATTEMPT_COLUMNS)} FROM attempts WHERE device = ? "

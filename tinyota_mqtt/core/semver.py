@@ -19,7 +19,9 @@ _PATTERN = re.compile(
     rf"(?:-(?P<pre>{_IDENT}(?:\.{_IDENT})*))?"
     r"(?:\+(?P<build>[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?$"
 )
-MAX_LENGTH = 64  # versions travel in topics' payloads, URLs and a 256-byte PubSubClient buffer
+# The device keeps a version in a 32-character buffer (esp_client/limits.json, kMaxVersionLen): a
+# longer one would be released here and refused by every device, so the server refuses it first.
+MAX_LENGTH = 32
 
 
 class VersionError(TinyOTAError):

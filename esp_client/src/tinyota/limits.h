@@ -2,7 +2,9 @@
 //
 // Every buffer in the core is fixed and sized from these numbers; lengths exclude the
 // terminating NUL, buffers add one. They are part of the device contract documented in
-// esp_client/README.md ("Announcement rules"): the server must stay inside them.
+// esp_client/README.md ("Announcement rules"). esp_client/limits.json repeats them with the
+// server's side of each (what it must stay inside, what it must accept), and
+// tests/test_device_limits.py checks this file and the server against that one table.
 #ifndef TINYOTA_LIMITS_H
 #define TINYOTA_LIMITS_H
 

@@ -1,0 +1,1 @@
+"""Mutation testing: ``./dev mutate`` runs ``python -m tests.mutation`` (see its docstring)."""
