@@ -170,44 +170,46 @@ def test_install_command(raw: bytes, want: str | None) -> None:
 
 # -- Home Assistant ---------------------------------------------------------------------------------
 
-# The MQTT update platform's options (homeassistant/components/mqtt/update.py) plus the options
-# every MQTT entity takes (availability, device, origin, unique_id, …), as documented.
-HA_UPDATE_OPTIONS = {
-    "availability", "availability_mode", "availability_template", "availability_topic", "command_topic",
-    "device", "device_class", "display_precision", "enabled_by_default", "encoding", "entity_category",
-    "entity_picture", "json_attributes_template", "json_attributes_topic", "latest_version_template",
-    "latest_version_topic", "name", "object_id", "default_entity_id", "origin", "payload_available",
-    "payload_install", "payload_not_available", "platform", "qos", "release_summary", "release_url", "retain",
-    "state_topic", "title", "unique_id", "value_template",
-}
-HA_DEVICE_OPTIONS = {"configuration_url", "connections", "hw_version", "identifiers", "manufacturer", "model",
-                     "model_id", "name", "serial_number", "suggested_area", "sw_version", "via_device"}
+# What Home Assistant's own schemas say about these shapes: tests/test_hass_schema.py.
 
-
-def test_discovery_matches_home_assistants_update_schema() -> None:
-    topic, payload, retain = hass.discovery("homeassistant", protocol.Topics("tinyota"),
-                                            hass.EntityInfo("kitchen-1", "Kitchen", "kitchen", "esp8266", "1.0.0"))
+def test_discovery_payload() -> None:
+    entity = hass.EntityInfo("kitchen-1", "Kitchen", "kitchen", "esp8266", "1.0.0",
+                             configuration_url="http://h/devices/kitchen-1", entity_picture="http://h/icon.svg")
+    topic, payload, retain = hass.discovery("homeassistant", protocol.Topics("tinyota"), entity)
     body = json.loads(payload)
     assert topic == "homeassistant/update/tinyota_kitchen-1/config" and retain
-    assert set(body) <= HA_UPDATE_OPTIONS
-    assert set(body["device"]) <= HA_DEVICE_OPTIONS
-    assert body["device_class"] == "firmware" and body["entity_category"] in ("config", "diagnostic")
-    assert body["availability_mode"] in ("all", "any", "latest")
-    assert all(set(a) <= {"topic", "payload_available", "payload_not_available", "value_template"}
-               for a in body["availability"])
+    assert body["device"]["configuration_url"] == "http://h/devices/kitchen-1"
+    assert body["entity_picture"] == "http://h/icon.svg" and body["name"] == "Firmware"
+    # The server owns the entity's availability; its own last will greys everything out.
+    assert [a["topic"] for a in body["availability"]] == ["tinyota/kitchen-1/entity", "tinyota/server/availability"]
     for key in ("title", "release_summary", "release_url"):
         assert key not in body  # they would override the state topic's live values
     assert hass.removal("homeassistant", "kitchen-1") == (topic, b"", True)
 
 
-def test_state_payload() -> None:
-    _, payload, _ = hass.state(protocol.Topics(), "d", installed="1.0.0", latest=None, in_progress=False,
-                               percentage=55, title="t", summary="x" * 400)
-    body = json.loads(payload)
-    assert body["latest_version"] == "1.0.0"  # no target: shown as up to date
-    assert body["update_percentage"] is None and len(body["release_summary"]) == 255
-    assert set(body) == {"installed_version", "latest_version", "in_progress", "update_percentage", "title",
-                         "release_summary", "release_url"}
+def test_state_payload_never_sends_null_where_home_assistant_wants_text() -> None:
+    entity = hass.EntityState(installed=None, offered=None, in_progress=False, percentage=55, title="t")
+    body = json.loads(hass.state(protocol.Topics(), "d", entity)[1])
+    assert body == {"in_progress": False, "update_percentage": None, "title": "t", "release_summary": ""}
+    entity = hass.EntityState(installed="1.0.0", offered=None, in_progress=True, percentage=55, title="t",
+                              notes="x" * 400, release_url="http://h/releases")
+    body = json.loads(hass.state(protocol.Topics(), "d", entity)[1])
+    assert body["latest_version"] == "1.0.0"  # nothing offered: shown as up to date
+    assert body["update_percentage"] == 55 and len(body["release_summary"]) == 255
+
+
+@pytest.mark.parametrize(("online", "since", "updating", "deadline", "now", "want"), [
+    (True, None, False, None, 0, True),
+    (None, None, False, None, 0, False),  # never seen
+    (False, 10, False, None, 11, False),  # its last will, no update: gone
+    (False, 10, True, None, 11, True),  # dropped inside its update: the reboot
+    (False, 10, True, None, 10 + hass.REBOOT_GRACE, False),  # grace over
+    (False, 10, True, 12, 12, False),  # the attempt's deadline ends the grace sooner
+])
+def test_entity_availability(online: bool | None, since: float | None, updating: bool, deadline: float | None,
+                             now: float, want: bool) -> None:
+    assert hass.entity_available(online=online, offline_since=since, updating=updating,
+                                 attempt_deadline=deadline, now=now) is want
 
 
 # -- policy and attempts ----------------------------------------------------------------------------
@@ -237,6 +239,16 @@ class R:
 ])
 def test_policy(device: str, commanded: str | None, want: str | None) -> None:
     assert policy.target_version(CONFIG, device, [R("1.0.0"), R("2.0.0")], commanded) == want
+
+
+@pytest.mark.parametrize(("device", "commanded", "installed", "want"), [
+    ("a", None, "1.0.0", "2.0.0"), ("m", None, "1.0.0", "2.0.0"),  # on-command groups are offered it too
+    ("m", "1.0.0", "2.0.0", "1.0.0"),  # a commanded rollback under way shows as the target
+    ("m", "2.0.0", "2.0.0", "2.0.0"), ("a", "1.0.0", "1.0.0", "2.0.0"),  # reached: newer releases show again
+    ("p", None, "2.0.0", "1.0.0"), ("none", None, "1.0.0", None), ("m", "9.9.9", "1.0.0", "2.0.0"),
+])
+def test_offered_version(device: str, commanded: str | None, installed: str | None, want: str | None) -> None:
+    assert policy.offered_version(CONFIG, device, [R("1.0.0"), R("2.0.0")], commanded, installed) == want
 
 
 def attempt(state: str = att.PENDING) -> att.Attempt:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tinyota_mqtt.config.model import Config
+from tinyota_mqtt.core import hass
 from tinyota_mqtt.core.passwords import Secret
 from tinyota_mqtt.http.app import make_app, refuse_default_admin, start_http
 from tinyota_mqtt.mqtt.access import SERVER_USER
@@ -75,6 +76,7 @@ class Server:
                 subs.append((self.config.homeassistant.status_topic, 1))
                 # Our discovery configs, to notice (and undo) one written by someone else.
                 subs.append((f"{self.config.homeassistant.discovery_prefix}/update/+/config", 1))
+                subs.append((hass.availability_topic(topics, "+"), 1))  # and the entities' availability
             self.link = MqttLink(settings, subs, on_message=self.service.handle_message,
                                  on_connected=self.service.on_connected,
                                  on_disconnected=self._mqtt_lost, dispatch=loop.call_soon_threadsafe)

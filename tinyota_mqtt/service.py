@@ -85,13 +85,13 @@ class Service:
         self.publisher = Publisher()
         attempts = AttemptLog(self.registry, self.events)
         self.targets = Targets(config, self.store, self.registry)
-        self.hass = HassPublisher(config, self.registry, self.targets, self.publisher)
+        self.hass = HassPublisher(config, self.registry, self.targets, self.publisher, clock=clock)
         self.views = Views(config, self.registry, self.targets)
         self.announcer = Announcer(config, self.store, self.registry, self.targets, self.publisher,
                                    attempts, clock=clock, changed=self._device_changed, signer=self.signer)
         self.reports = Reports(config, self.registry, attempts, clock=clock, changed=self._device_changed,
                                version_changed=self._version_changed,
-                               install=lambda device, version: self.announcer.install([device], version))
+                               install=self._install_command)
         attempts.on_end = self._attempt_ended
         self.guard = RetainedGuard(self.publisher, clock=clock, expected=self._expected_retained)
         self.rollouts = Rollouts(config, self.store, self.registry, self.announcer, self.publisher, self.events,
@@ -149,6 +149,12 @@ class Service:
     def install(self, device_ids: Iterable[str], version: str | None = None) -> list[att.Attempt]:
         return self.announcer.install(device_ids, version)
 
+    def _install_command(self, device_id: str, version: str | None) -> None:
+        """A message on the device's install topic: Home Assistant's Install button, or anyone's."""
+        if version is None:
+            version = self.targets.install_command_version(device_id)
+        self.announcer.install([device_id], version)
+
     def install_group(self, group: str, version: str | None = None) -> list[att.Attempt]:
         return self.announcer.install_group(group, version)
 
@@ -172,7 +178,7 @@ class Service:
                 self._on_synced()
             return
         parts = self.topics.split(topic)
-        if topic == self.topics.server_availability or (parts and parts[1] in ("update", "state")) \
+        if topic == self.topics.server_availability or (parts and parts[1] in ("update", "state", "entity")) \
                 or topic.startswith(self.config.homeassistant.discovery_prefix + "/"):
             self.guard.saw(topic, payload)
             return
@@ -189,7 +195,7 @@ class Service:
                 return None
             if kind == "update":
                 return self.publisher.sent(topic) or b""
-            if kind == "state" and self.hass.enabled:
+            if kind in ("state", "entity") and self.hass.enabled:  # entity: its availability
                 return self.publisher.sent(topic)
             return None
         return self.publisher.sent(topic) if self.hass.enabled else None  # discovery we sent
@@ -245,6 +251,7 @@ class Service:
             self.reports.check_deadlines(self.clock())
             self.announcer.retry_due()
         self.guard.restore()
+        self.hass.tick()
         seen = self.store.fingerprint()
         if seen != self._store_seen:
             first = self._store_seen is None

@@ -60,3 +60,22 @@ def refusal(config: Config, device_id: str, image: str, version: str, *,
     if target is None:
         return f"{version} was not announced to this device (nothing is)"
     return f"{version} was not announced to this device (its target is {target})"
+
+
+def offered_version(config: Config, device_id: str, releases: Sequence[HasVersion],
+                    commanded: str | None = None, installed: str | None = None) -> str | None:
+    """The version a device may run now: what Home Assistant shows as its ``latest_version``.
+
+    Unlike ``target_version`` this ignores ``auto_update`` and holds, so an on-command group is
+    offered each new release (Install in HA then installs it), and a commanded version counts
+    only until the device runs it: after that the group's pin, else the newest release, shows.
+    """
+    group = config.group_of(device_id)
+    if group is None:
+        return None
+    available = {r.version for r in releases}
+    if commanded is not None and commanded != installed and commanded in available:
+        return commanded
+    if group.version is not None:
+        return group.version if group.version in available else None
+    return releases[-1].version if releases else None

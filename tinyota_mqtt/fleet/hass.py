@@ -1,9 +1,13 @@
-"""Home Assistant publishing: one discovered ``update`` entity per device, and its state.
+"""Home Assistant publishing: one discovered ``update`` entity per device, its state and availability.
 
 The shapes are pure functions in ``core/hass.py``; this decides when to send them and with what.
+What a user sees in HA, and why, is in docs/homeassistant.md.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from urllib.parse import quote
 
 from tinyota_mqtt.config.model import Config
 from tinyota_mqtt.core import attempts as att
@@ -12,15 +16,20 @@ from tinyota_mqtt.fleet.publisher import Publisher
 from tinyota_mqtt.fleet.targets import Targets
 from tinyota_mqtt.registry import Registry
 
+ICON_PATH = "/icon.svg"  # served without a login (http/app.py): HA's frontend loads it as an <img>
+
 
 class HassPublisher:
-    def __init__(self, config: Config, registry: Registry, targets: Targets, publisher: Publisher) -> None:
+    def __init__(self, config: Config, registry: Registry, targets: Targets, publisher: Publisher, *,
+                 clock: Callable[[], float]) -> None:
         self.config = config
         self.registry = registry
         self.targets = targets
         self.publisher = publisher
+        self.clock = clock
         self.topics = protocol.Topics(config.mqtt.prefix)
         self._removed: set[str] = set()  # removals are retained: once per device and process is enough
+        self.base = config.server.public_url.rstrip("/")
 
     @property
     def enabled(self) -> bool:
@@ -36,12 +45,15 @@ class HassPublisher:
             self.publish_state(device_id, force=True)
         for record in self.registry.devices():
             if record.id not in self.config.devices and record.id not in self._removed:
-                # Removed from the config (or never in it): no entity for it in Home Assistant.
-                # Not again on Home Assistant's every restart: an empty retained config is gone
-                # from the broker, there is nothing left to remove.
+                # Removed from the config (or never in it): no entity for it in Home Assistant,
+                # and none of its retained entity topics left behind. Not again on Home
+                # Assistant's every restart: an empty retained message is gone from the broker,
+                # there is nothing left to remove.
                 self._removed.add(record.id)
                 topic, payload, retain = hass.removal(prefix, record.id)
                 self.publisher.publish(topic, payload, retain=retain)
+                for topic in (self.topics.state(record.id), hass.availability_topic(self.topics, record.id)):
+                    self.publisher.publish(topic, b"", retain=True)
 
     def publish_discovery(self, device_id: str, *, force: bool = False) -> None:
         device = self.config.devices.get(device_id)
@@ -49,27 +61,56 @@ class HassPublisher:
             return
         image = self.config.image_of(device_id)
         record = self.registry.device(device_id)
-        entity = hass.EntityInfo(device_id, device.display_name, image.name if image else None,
-                                 record.platform or (image.platform if image else None), record.version)
+        entity = hass.EntityInfo(
+            device_id, device.display_name, image.name if image else None,
+            record.platform or (image.platform if image else None), record.version,
+            configuration_url=f"{self.base}/devices/{quote(device_id)}",
+            entity_picture=self.base + ICON_PATH)
         topic, payload, retain = hass.discovery(self.config.homeassistant.discovery_prefix, self.topics, entity)
         self.publisher.publish(topic, payload, retain=retain, force=force)
 
     def publish_state(self, device_id: str, *, force: bool = False) -> None:
+        """The entity's state and availability, as the registry says now."""
         if not self.enabled or device_id not in self.config.devices:
             return
         record = self.registry.device(device_id)
         image = self.config.image_of(device_id)
-        release = self.targets.release(device_id)
+        offered = self.targets.offered(device_id)
         attempt = self.registry.open_attempt(device_id)
         # "In progress" from the first byte downloaded, not from the announcement: a device that
         # is offline for a week should not show a spinner for a week.
         busy = attempt is not None and attempt.state in (att.DOWNLOADING, att.FLASHING)
-        topic, payload, retain = hass.state(
-            self.topics, device_id, installed=record.version,
-            latest=release.version if release else None,
-            in_progress=busy, percentage=attempt.progress if attempt is not None else None,
-            title=f"{image.name} firmware" if image else "firmware",
-            summary=release.notes if release else "",
-            release_url=f"{self.config.server.public_url}/devices/{device_id}",
-        )
+        # The attempt's progress: 100 from the moment the device flashes and reboots, so HA's bar
+        # ends full before the new installed version replaces it.
+        percentage = attempt.progress if attempt is not None else None
+        if offered is not None:
+            release_url = f"{self.base}/releases#release-{quote(offered.image)}-{quote(offered.version)}"
+        else:
+            release_url = f"{self.base}/releases" + (f"#image-{quote(image.name)}" if image else "")
+        entity = hass.EntityState(
+            installed=record.version, offered=offered.version if offered else None,
+            in_progress=busy, percentage=percentage,
+            title=(image.description or image.name) if image else "Firmware",
+            notes=offered.notes if offered else "", release_url=release_url)
+        topic, payload, retain = hass.state(self.topics, device_id, entity)
         self.publisher.publish(topic, payload, retain=retain, force=force)
+        self.publish_availability(device_id, force=force)
+
+    def publish_availability(self, device_id: str, *, force: bool = False) -> None:
+        if not self.enabled or device_id not in self.config.devices:
+            return
+        record = self.registry.device(device_id)
+        attempt = self.registry.open_attempt(device_id)
+        available = hass.entity_available(
+            online=record.online, offline_since=record.last_seen if record.online is False else None,
+            updating=attempt is not None and attempt.state in (att.DOWNLOADING, att.FLASHING),
+            attempt_deadline=attempt.deadline if attempt is not None else None, now=self.clock())
+        topic, payload, retain = hass.availability(self.topics, device_id, available)
+        self.publisher.publish(topic, payload, retain=retain, force=force)
+
+    def tick(self) -> None:
+        """A reboot's grace runs out with time, not with a message: look again at open updates."""
+        if not self.enabled:
+            return
+        for attempt in self.registry.open_attempts():
+            self.publish_availability(attempt.device)

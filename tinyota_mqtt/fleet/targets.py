@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from tinyota_mqtt.config.model import Config
 from tinyota_mqtt.core import policy
+from tinyota_mqtt.errors import TinyOTAError
 from tinyota_mqtt.registry import Registry
 from tinyota_mqtt.store import FirmwareStore, Release
 
@@ -28,3 +29,31 @@ class Targets:
         if image is None or version is None:
             return None
         return self.store.get(image.name, version)
+
+    def offered(self, device_id: str) -> Release | None:
+        """What the device may run now (``policy.offered_version``): HA's latest_version."""
+        image = self.config.image_of(device_id)
+        if image is None:
+            return None
+        record = self.registry.device(device_id)
+        version = policy.offered_version(self.config, device_id, self.store.releases(image.name),
+                                         record.commanded, record.version)
+        return None if version is None else self.store.get(image.name, version)
+
+    def install_command_version(self, device_id: str) -> str | None:
+        """The version a bare ``install`` command (Home Assistant's button) installs.
+
+        HA's button cannot name a version, so it means "what you showed me": the offered
+        release. None when that is the newest release of a device's automatic, unpinned group:
+        ``install`` then hands the device back to its group, as ``tinyota install DEVICE`` does.
+        """
+        group = self.config.group_of(device_id)
+        offered = self.offered(device_id)
+        if group is None or offered is None:
+            raise TinyOTAError(f"{device_id} has nothing to install",
+                               "release a build of its image first" if group else "give it a group")
+        latest = self.store.latest(group.image)
+        if group.auto_update and group.version is None and latest is not None \
+                and latest.version == offered.version:
+            return None
+        return offered.version

@@ -53,6 +53,7 @@ def make_app(service: Service, **settings: Any) -> web.Application:
         (r"/", dashboard.FleetPage, ctx),
         (r"/releases", dashboard.ReleasesPage, ctx),
         (rf"/devices/{_ID}", dashboard.DevicePage, ctx),
+        (r"/icon\.svg", dashboard.IconHandler),  # Home Assistant's entity picture: no login
         (r"/static/(.+)", dashboard.AssetHandler, {**ctx, "path": str(dashboard.STATIC)}),
     ]
     extra_routes = settings.pop("extra_routes", [])

@@ -379,6 +379,21 @@ class EventStream(DashboardHandler):
             unsubscribe()
 
 
+class IconHandler(web.RequestHandler):
+    """GET /icon.svg : the TinyOTA icon, without a login.
+
+    Home Assistant's frontend shows it as every update entity's picture, through an <img> that
+    cannot send our credentials. It is the dashboard's favicon and tells nothing about the fleet.
+    """
+
+    def get(self) -> None:
+        self.set_header("Content-Type", "image/svg+xml")
+        self.set_header("Cache-Control", "public, max-age=86400")
+        self.set_header("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'")
+        self.set_header("X-Content-Type-Options", "nosniff")
+        self.write((STATIC / "favicon.svg").read_bytes())
+
+
 class AssetHandler(BaseHandler, web.StaticFileHandler):
     """GET /static/<file> : the CSS, JS and icon, admin only like everything else here.
 
