@@ -411,6 +411,16 @@ def _parse_passwords(lines: Sequence[str], where: str) -> dict[str, str]:
     return passwords
 
 
+def _positive_rate(text: str) -> float:
+    try:
+        rate = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected bytes per second, got {text!r}") from None
+    if not rate > 0 or rate == float("inf"):
+        raise argparse.ArgumentTypeError(f"the rate must be a positive number of bytes per second, got {text}")
+    return rate
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     from tinyota_mqtt.mqtt.simulator import run_simulation
 
@@ -425,7 +435,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         raise TinyOTAError("--fail-rate is a share from 0 to 1, e.g. 0.05")
     return run_simulation(config, devices=args.devices, group=args.group, broker=args.mqtt,
                           version=args.version, duration=args.duration, passwords=passwords,
-                          fail=[d for d in (args.fail or "").split(",") if d], fail_rate=args.fail_rate)
+                          fail=[d for d in (args.fail or "").split(",") if d], fail_rate=args.fail_rate,
+                          rate=args.rate)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -596,6 +607,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fail", metavar="ID[,ID]", help="these devices fail every update (after the download)")
     p.add_argument("--fail-rate", dest="fail_rate", type=float, default=0.0, metavar="SHARE",
                    help="this share of the devices (0..1, stable by id) fail every update too")
+    p.add_argument("--rate", type=_positive_rate, metavar="BYTES_PER_S",
+                   help="download at most this fast, like a device on weak Wi-Fi (default: as fast as it can)")
 
     p = add("hash-password", cmd_hash_password,
             "print a PBKDF2 hash to put in the config instead of a password",

@@ -109,10 +109,12 @@ class HomeAssistant:
             if self.proc is not None and self.proc.poll() is not None:
                 raise HassError(f"hass exited with {self.proc.returncode}:\n{self.output_tail()}")
             try:
-                # Answers once http is up; the onboarding view is there before and after onboarding.
-                with urllib.request.urlopen(f"{self.url}/api/onboarding", timeout=2) as resp:
-                    return bool(resp.status == 200)
-            except (OSError, urllib.error.URLError):
+                # HA opens its HTTP port once its integrations are set up: any answer means ready.
+                with urllib.request.urlopen(f"{self.url}/api/", timeout=2):
+                    return True
+            except urllib.error.HTTPError:
+                return True  # 401: up, and wants a token
+            except OSError:
                 return False
 
         wait_until(up, START_TIMEOUT, "Home Assistant's HTTP API")

@@ -227,10 +227,12 @@ class SimDevice:
                 self._fail(ann_id, "server did not report size")
                 return None
             total, got = int(length), bytearray()
+            # Paced reads come in small pieces, so progress moves in steps a user can see.
+            piece = 16384 if not self.s.rate else max(512, min(16384, int(self.s.rate / 8)))
             digest = hashlib.md5()
             last_report, started = 0.0, time.monotonic()
             while len(got) < total:
-                chunk = resp.read(min(16384, total - len(got)))
+                chunk = resp.read(min(piece, total - len(got)))
                 if not chunk:
                     break
                 got += chunk
@@ -333,7 +335,8 @@ def devices_for(config: Config, count: int | None, group: str | None, broker: st
 
 def run_simulation(config: Config, *, devices: int | None, group: str | None, broker: str | None,
                    version: str, duration: float | None, passwords: Mapping[str, str] | None = None,
-                   fail: Collection[str] = (), fail_rate: float = 0.0) -> int:
+                   fail: Collection[str] = (), fail_rate: float = 0.0,
+                   rate: float | None = None) -> int:
     url = broker or (f"mqtt://{config.mqtt.embedded_host}:{config.mqtt.embedded_port}"
                      if config.mqtt.embedded else config.mqtt.url)
     unknown = [d for d in fail if d not in config.devices]
@@ -342,10 +345,11 @@ def run_simulation(config: Config, *, devices: int | None, group: str | None, br
 
         raise TinyOTAError(f"--fail names unknown device(s): {', '.join(unknown)}")
     bad = failing(list(config.devices), fail, fail_rate)
-    sims = devices_for(config, devices, group, url, version, passwords=passwords, fail=bad)
+    sims = devices_for(config, devices, group, url, version, passwords=passwords, fail=bad, rate=rate)
     if bad & {s.s.device_id for s in sims}:
         print(f"failing on purpose: {', '.join(sorted(bad & {s.s.device_id for s in sims}))}", flush=True)
-    print(f"simulating {len(sims)} device(s) on {url}: {', '.join(s.s.device_id for s in sims)}. "
+    pace = f" at {rate:g} bytes/s" if rate else ""
+    print(f"simulating {len(sims)} device(s) on {url}{pace}: {', '.join(s.s.device_id for s in sims)}. "
           "Ctrl-C stops.", flush=True)
     for sim in sims:
         sim.start()
