@@ -1,0 +1,137 @@
+"""What the server publishes for Home Assistant, and what HA's Install button does, without HA.
+
+A real Service on real files, publishing into a recording bus, on a clock the test moves; the real
+Home Assistant checks the same story end to end in tests/test_hass_tier.py.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import release, write_config
+from tinyota_mqtt.config import load_config
+from tinyota_mqtt.core import hass, protocol
+from tinyota_mqtt.service import Service
+
+EXTRA = """\
+  pinned: {image: sensor, version: 1.0.0}
+"""
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.retained: dict[str, bytes] = {}
+
+    def publish(self, topic: str, payload: bytes, *, retain: bool, qos: int = 1) -> None:
+        if retain:
+            self.retained[topic] = payload
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> Any:
+    path = write_config(tmp_path, timeout="600s")  # longer than the reboot grace
+    text = path.read_text().replace("  sensor: {platform: esp32}\n",
+                                    "  sensor: {platform: esp32, description: Climate sensor}\n")
+    text = text.replace("devices:\n", EXTRA + "devices:\n") + "  pin-1: {group: pinned, password: pw}\n"
+    path.write_text(text)
+    config = load_config(path)
+    clock = Clock()
+    service = Service(config, clock=clock)
+    bus = Recorder()
+    service.bus = bus
+    yield config, service, bus, clock
+    service.close()
+
+
+def state(bus: Recorder, device: str) -> dict[str, Any]:
+    return dict(json.loads(bus.retained[f"tinyota/{device}/state"]))
+
+
+def available(bus: Recorder, device: str) -> bytes:
+    return bus.retained[hass.availability_topic(protocol.Topics(), device)]
+
+
+def test_titles_links_and_what_each_group_is_offered(setup: Any) -> None:
+    config, service, bus, _ = setup
+    release(config, "kitchen", "1.0.0")
+    release(config, "sensor", "1.0.0")
+    release(config, "sensor", "1.1.0", notes="Faster")
+    for device in ("kitchen-1", "sensor-1", "pin-1"):
+        service.on_status(device, protocol.Status("idle", "1.0.0"))
+    service.tick()
+    base = config.server.public_url
+    sensor = state(bus, "sensor-1")
+    assert sensor["title"] == "Climate sensor" and state(bus, "kitchen-1")["title"] == "kitchen"
+    # On command, and still offered the newest release, with its page on the dashboard.
+    assert sensor["latest_version"] == "1.1.0" and sensor["release_summary"] == "Faster"
+    assert sensor["release_url"] == f"{base}/releases#release-sensor-1.1.0"
+    assert state(bus, "pin-1")["latest_version"] == "1.0.0"  # a pinned group shows its pin: up to date
+    loner = state(bus, "loner")  # no group: nothing to offer, and never a null
+    assert loner == {"in_progress": False, "update_percentage": None, "title": "Firmware", "release_summary": "",
+                     "release_url": f"{base}/releases"}
+    found = json.loads(bus.retained["tinyota-ha/update/tinyota_sensor-1/config"])
+    assert found["device"]["configuration_url"] == f"{base}/devices/sensor-1"
+    assert found["entity_picture"] == f"{base}/icon.svg"
+
+
+def test_home_assistants_install_installs_what_it_was_shown(setup: Any) -> None:
+    config, service, bus, _ = setup
+    release(config, "sensor", "1.0.0")
+    release(config, "sensor", "1.1.0")
+    release(config, "kitchen", "2.0.0")
+    service.on_status("sensor-1", protocol.Status("idle", "1.0.0"))
+    service.on_status("kitchen-1", protocol.Status("idle", "1.0.0"))
+    service.tick()
+    service.cancel(["kitchen-1"])  # held: the group's release is withdrawn from it
+    assert state(bus, "kitchen-1")["latest_version"] == "2.0.0"  # HA still offers it
+    for device in ("sensor-1", "kitchen-1"):
+        service.handle_message(f"tinyota/{device}/install", b"install")
+    assert service.registry.device("sensor-1").announced == "1.1.0"
+    assert service.registry.device("sensor-1").commanded == "1.1.0"  # as `tinyota install sensor-1`
+    kitchen = service.registry.device("kitchen-1")
+    assert kitchen.announced == "2.0.0" and not kitchen.held
+    assert kitchen.commanded is None  # handed back to its automatic group, not pinned to 2.0.0
+
+
+def test_a_reboot_inside_an_update_keeps_the_entity_available_for_a_while(setup: Any) -> None:
+    config, service, bus, clock = setup
+    release(config, "sensor", "1.0.0")
+    service.on_availability("sensor-1", True)
+    service.on_status("sensor-1", protocol.Status("idle", "0.9.0"))
+    assert available(bus, "sensor-1") == b"online"
+    service.on_availability("sensor-1", False)  # its last will, no update running
+    assert available(bus, "sensor-1") == b"offline"
+    service.on_availability("sensor-1", True)
+    service.handle_message("tinyota/sensor-1/install", b"install")
+    attempt = service.registry.open_attempt("sensor-1")
+    assert attempt is not None
+    service.on_status("sensor-1", protocol.Status("rebooting", "0.9.0", 100, attempt.id))
+    assert state(bus, "sensor-1")["update_percentage"] == 100
+    service.on_availability("sensor-1", False)  # the reboot drops its MQTT session
+    assert available(bus, "sensor-1") == b"online"
+    clock.now += hass.REBOOT_GRACE - 1
+    service.tick()
+    assert available(bus, "sensor-1") == b"online"
+    clock.now += 2  # it never came back: now it is gone
+    service.tick()
+    assert available(bus, "sensor-1") == b"offline"
+
+
+def test_a_removed_device_leaves_no_retained_entity_topics(setup: Any, tmp_path: Path) -> None:
+    config, service, bus, _ = setup
+    service.on_status("ghost", protocol.Status("idle", "1.0.0"))  # reported, but not in the config
+    service.hass.publish_all()
+    assert bus.retained["tinyota-ha/update/tinyota_ghost/config"] == b""
+    assert bus.retained["tinyota/ghost/state"] == b"" and available(bus, "ghost") == b""
