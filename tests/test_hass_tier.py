@@ -23,11 +23,13 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, Mosquitto, ServerProcess, free_port, release, wait_until
+from tests.conftest import ROOT, Mosquitto, ServerProcess, free_port, release, tinyota, wait_until
 from tests.hass.instance import CLIENT_ID, HassSocket, HomeAssistant, StateChange
 from tinyota_mqtt.config import load_config
 
-pytestmark = pytest.mark.slow
+# Home Assistant's start (once here, once more for the restart) can take minutes on a loaded
+# two-core machine; every wait inside has its own bound.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 CONFIG = """\
 server:
@@ -256,6 +258,20 @@ def test_server_stop_greys_out_every_entity_and_a_restart_brings_them_back(tier:
     tier.wait_attrs(SENSOR, 60, state="on", installed_version="1.2.0", latest_version="1.3.0")
     for entity_id in (KITCHEN_1, KITCHEN_2):
         tier.wait_attrs(entity_id, 60, state="off", installed_version="1.1.0")
+
+
+def test_a_rollback_from_tinyota_shows_in_home_assistant(tier: Tier) -> None:
+    # HA cannot install a chosen version (docs/homeassistant.md); TinyOTA can, and HA follows it.
+    since = time.monotonic()
+    done = tinyota("install", "sensor-1", "--version", "1.1.0", "-c", str(tier.config_path))
+    assert done.returncode == 0, done.stdout + done.stderr
+    tier.ws.wait_state(SENSOR, lambda c: c.attributes.get("latest_version") == "1.1.0", 20, since,
+                       "the rollback target as latest")
+    tier.ws.wait_state(SENSOR, lambda c: c.attributes.get("installed_version") == "1.1.0", 90, since,
+                       "the rollback to land")
+    # Once there, the newest release is offered again.
+    tier.wait_attrs(SENSOR, 30, state="on", installed_version="1.1.0", latest_version="1.3.0")
+    assert "unavailable" not in states_of(tier.ws.history(SENSOR, since))
 
 
 def test_a_device_removed_from_the_config_leaves_home_assistant(tier: Tier) -> None:
