@@ -140,3 +140,14 @@ def test_a_removed_device_leaves_no_retained_entity_topics(setup: Any, tmp_path:
     service.hass.publish_all()
     assert bus.retained["tinyota-ha/update/tinyota_ghost/config"] == b""
     assert bus.retained["tinyota/ghost/state"] == b"" and available(bus, "ghost") == b""
+
+
+def test_a_forged_entity_availability_is_put_right(setup: Any) -> None:
+    _, service, bus, clock = setup
+    service.on_availability("sensor-1", True)
+    topic = hass.availability_topic(protocol.Topics(), "sensor-1")
+    bus.retained.pop(topic)
+    service.handle_message(topic, b"offline", retained=True)  # someone else's retained "offline"
+    clock.now += 2
+    service.tick()
+    assert bus.retained[topic] == b"online"
