@@ -6,8 +6,8 @@ grants are the ACL of docs/mosquitto.md, spelled out per role:
 - the server (a random per-process password only the runner knows) reads and writes everything
   under the topic prefix and the discovery prefix;
 - Home Assistant (``homeassistant``, only with ``mqtt.embedded_homeassistant_password``) reads
-  and writes discovery, reads ``<prefix>/+/state``, ``<prefix>/+/availability`` and
-  ``<prefix>/server/rollout/#`` (its rollout sensors) and writes
+  and writes discovery, reads ``<prefix>/+/state``, ``<prefix>/+/entity``, ``<prefix>/+/availability``
+  and ``<prefix>/server/rollout/#`` (its rollout sensors) and writes
   ``<prefix>/+/install``;
 - a device (user name = device id, its configured password, plain or hashed) reads its own
   update topic and writes its own status and availability; nothing else.
@@ -86,7 +86,8 @@ class Access:
         self._server = Grants(read=(f"{prefix}/#", f"{discovery_prefix}/#", status_topic),
                               write=(f"{prefix}/#", f"{discovery_prefix}/#"))
         self._hass = Grants(
-            read=(f"{discovery_prefix}/#", f"{prefix}/+/state", f"{prefix}/+/availability",
+            # +/entity: each update entity's availability, which the server decides (core/hass.py)
+            read=(f"{discovery_prefix}/#", f"{prefix}/+/state", f"{prefix}/+/entity", f"{prefix}/+/availability",
                   f"{prefix}/server/rollout/#", status_topic),  # rollout states: its rollout sensors
             write=(f"{discovery_prefix}/#", f"{prefix}/+/install", status_topic))
         # A client id names a session: whoever connects with it takes the session over and, with
