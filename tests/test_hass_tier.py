@@ -276,6 +276,21 @@ def test_a_rollback_from_tinyota_shows_in_home_assistant(tier: Tier) -> None:
     assert "unavailable" not in states_of(tier.ws.history(SENSOR, since))
 
 
+def test_a_held_device_of_an_automatic_group_is_offered_the_release_and_installs_from_home_assistant(
+        tier: Tier) -> None:
+    done = tinyota("cancel", "kitchen-1", "-c", str(tier.config_path))
+    assert done.returncode == 0, done.stdout + done.stderr
+    tier.release("kitchen", "1.2.0", notes="Scenes fade in")
+    tier.wait_attrs(KITCHEN_2, 90, state="off", installed_version="1.2.0", in_progress=False)
+    # Held: told nothing, but HA still shows what its group runs.
+    got = tier.wait_attrs(KITCHEN_1, 30, state="on", installed_version="1.1.0", latest_version="1.2.0")
+    assert got["attributes"]["in_progress"] is False
+    since = time.monotonic()
+    assert tier.ws.call_service("update", "install", KITCHEN_1)["success"]
+    tier.wait_attrs(KITCHEN_1, 90, state="off", installed_version="1.2.0", in_progress=False)
+    assert_clean_update(tier, KITCHEN_1, since, "1.2.0")
+
+
 def test_a_device_removed_from_the_config_leaves_home_assistant(tier: Tier) -> None:
     tier.stop_server()
     text = tier.config_path.read_text().replace(
@@ -285,7 +300,7 @@ def test_a_device_removed_from_the_config_leaves_home_assistant(tier: Tier) -> N
     wait_until(lambda: tier.ha.state(KITCHEN_2) is None, 30, "kitchen-2's entity to be removed")
     wait_until(lambda: "kitchen-2" not in {d["name"] for d in tier.ws.ok({"type": "config/device_registry/list"})},
                30, "kitchen-2's device to be removed")
-    tier.wait_attrs(KITCHEN_1, 30, state="off", installed_version="1.1.0")
+    tier.wait_attrs(KITCHEN_1, 30, state="off", installed_version="1.2.0")
 
 
 def test_home_assistant_logged_no_mqtt_or_update_warnings(tier: Tier) -> None:
