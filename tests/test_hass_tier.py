@@ -15,7 +15,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -233,10 +232,10 @@ def test_install_from_home_assistant_on_an_on_command_device(tier: Tier) -> None
     assert_clean_update(tier, SENSOR, since, "1.2.0")
 
 
-def test_skip_hides_a_release_and_survives_a_home_assistant_restart(tier: Tier) -> None:
+def test_skip_hides_a_release_and_survives_a_home_assistant_restart(tier: Tier, browser: Any) -> None:
     tier.release("sensor", "1.3.0", notes="Calibrates the humidity **offset** at boot.")
     tier.wait_attrs(SENSOR, 30, state="on", latest_version="1.3.0")
-    screenshot_update_card(tier)
+    screenshot_update_card(tier, browser)
     assert tier.ws.call_service("update", "skip", SENSOR)["success"]
     tier.wait_attrs(SENSOR, 10, state="off", skipped_version="1.3.0")
 
@@ -313,51 +312,27 @@ def test_home_assistant_logged_no_mqtt_or_update_warnings(tier: Tier) -> None:
 
 # -- the screenshot in docs/homeassistant.md ----------------------------------------------------------
 
-def screenshot_update_card(tier: Tier) -> None:
+def screenshot_update_card(tier: Tier, browser: Any) -> None:
     """HA's own more-info dialog for the sensor, with 1.3.0 offered, in headless Chromium.
 
-    Set TINYOTA_UPDATE_SCREENSHOT=1 to rewrite docs/homeassistant.png. Playwright's sync API
-    allows one instance per thread and the dashboard tests may hold this thread's, so the
-    browser runs on a thread of its own.
+    Set TINYOTA_UPDATE_SCREENSHOT=1 to rewrite docs/homeassistant.png.
     """
-    from tests.test_dashboard import CHROMIUM, CHROMIUM_ARGS
-
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"headless Chromium is not installed ({CHROMIUM}): apt-get install chromium")
-    shot = tier.dir / "homeassistant.png"
-    outcome: list[BaseException | None] = []
-    worker = threading.Thread(target=lambda: outcome.append(_shoot(tier, CHROMIUM, CHROMIUM_ARGS, shot)),
-                              name="hass-screenshot", daemon=True)
-    worker.start()
-    worker.join(240)
-    assert outcome, "the screenshot took more than 240 s"
-    if outcome[0] is not None:
-        raise outcome[0]
-    assert shot.stat().st_size > 10_000
-    if os.environ.get("TINYOTA_UPDATE_SCREENSHOT") == "1":
-        (ROOT / "docs" / "homeassistant.png").write_bytes(shot.read_bytes())
-
-
-def _shoot(tier: Tier, chromium: str, args: list[str], shot: Path) -> BaseException | None:
-    from playwright.sync_api import sync_playwright
-
     tokens = {"access_token": tier.ha.token, "token_type": "Bearer", "expires_in": 1800,
               "refresh_token": tier.ha.refresh_token, "hassUrl": tier.ha.url, "clientId": CLIENT_ID,
               "expires": int(time.time() * 1000) + 1_800_000}
+    shot = tier.dir / "homeassistant.png"
+    context = browser.new_context(viewport={"width": 1100, "height": 760})
     try:
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=chromium, args=args)
-            try:
-                page = browser.new_page(viewport={"width": 1100, "height": 760})
-                # The frontend keeps its login in localStorage; hand it the onboarded user's tokens.
-                page.add_init_script(f"localStorage.setItem('hassTokens', JSON.stringify({json.dumps(tokens)}));")
-                page.goto(f"{tier.ha.url}/config/updates", wait_until="load", timeout=90_000)
-                page.get_by_text("Hall sensor", exact=False).first.click(timeout=90_000)
-                page.get_by_text("Calibrates the humidity", exact=False).first.wait_for(timeout=60_000)
-                page.wait_for_timeout(1000)  # the dialog's opening animation
-                page.screenshot(path=str(shot))
-            finally:
-                browser.close()
-    except BaseException as exc:  # handed to the test's thread, which fails with it
-        return exc
-    return None
+        page = context.new_page()
+        # The frontend keeps its login in localStorage; hand it the onboarded user's tokens.
+        page.add_init_script(f"localStorage.setItem('hassTokens', JSON.stringify({json.dumps(tokens)}));")
+        page.goto(f"{tier.ha.url}/config/updates", wait_until="load", timeout=90_000)
+        page.get_by_text("Hall sensor", exact=False).first.click(timeout=90_000)
+        page.get_by_text("Calibrates the humidity", exact=False).first.wait_for(timeout=60_000)
+        page.wait_for_timeout(1000)  # the dialog's opening animation
+        page.screenshot(path=str(shot))
+    finally:
+        context.close()
+    assert shot.stat().st_size > 10_000
+    if os.environ.get("TINYOTA_UPDATE_SCREENSHOT") == "1":
+        (ROOT / "docs" / "homeassistant.png").write_bytes(shot.read_bytes())
