@@ -19,6 +19,7 @@ from tinyota_mqtt.service import Service
 
 EXTRA = """\
   pinned: {image: sensor, version: 1.0.0}
+  staged: {image: kitchen, auto_update: true, rollout: {waves: [[canary-1], rest]}}
 """
 
 
@@ -44,7 +45,8 @@ def setup(tmp_path: Path) -> Any:
     path = write_config(tmp_path, timeout="600s")  # longer than the reboot grace
     text = path.read_text().replace("  sensor: {platform: esp32}\n",
                                     "  sensor: {platform: esp32, description: Climate sensor}\n")
-    text = text.replace("devices:\n", EXTRA + "devices:\n") + "  pin-1: {group: pinned, password: pw}\n"
+    text = text.replace("devices:\n", EXTRA + "devices:\n") + "  pin-1: {group: pinned, password: pw}\n" \
+        + "  canary-1: {group: staged, password: pw}\n  staged-1: {group: staged, password: pw}\n"
     path.write_text(text)
     config = load_config(path)
     clock = Clock()
@@ -108,6 +110,19 @@ def test_home_assistants_install_installs_what_it_was_shown(setup: Any) -> None:
     kitchen = service.registry.device("kitchen-1")
     assert announced(service, "kitchen-1") == "2.0.0" and not kitchen.held
     assert kitchen.commanded is None  # handed back to its automatic group, not pinned to 2.0.0
+
+
+def test_install_from_home_assistant_in_a_rollout_group_installs_that_device_now(setup: Any) -> None:
+    config, service, bus, _ = setup
+    for device in ("canary-1", "staged-1"):
+        service.on_status(device, protocol.Status("idle", "1.0.0"))
+    release(config, "kitchen", "2.0.0")
+    service.tick()  # the rollout starts with its canary; staged-1 waits for the next wave
+    assert state(bus, "staged-1")["latest_version"] == "2.0.0"
+    service.handle_message("tinyota/staged-1/install", b"install")
+    assert announced(service, "staged-1") == "2.0.0"
+    # Its own target now, so the server will also serve it the image (policy.refusal).
+    assert service.target_version("staged-1") == "2.0.0"
 
 
 def test_a_reboot_inside_an_update_keeps_the_entity_available_for_a_while(setup: Any) -> None:

@@ -44,8 +44,10 @@ class Targets:
         """The version a bare ``install`` command (Home Assistant's button) installs.
 
         HA's button cannot name a version, so it means "what you showed me": the offered
-        release. None when that is the newest release of a device's automatic, unpinned group:
-        ``install`` then hands the device back to its group, as ``tinyota install DEVICE`` does.
+        release. None when that is the newest release of a device's automatic, unpinned group
+        without a rollout: ``install`` then hands the device back to its group, as ``tinyota
+        install DEVICE`` does. (With a rollout the group's policy targets nothing until the
+        device's wave, so the version is set on command: the device gets it now.)
         """
         group = self.config.group_of(device_id)
         offered = self.offered(device_id)
@@ -53,7 +55,7 @@ class Targets:
             raise TinyOTAError(f"{device_id} has nothing to install",
                                "release a build of its image first" if group else "give it a group")
         latest = self.store.latest(group.image)
-        if group.auto_update and group.version is None and latest is not None \
+        if group.auto_update and group.version is None and group.rollout is None and latest is not None \
                 and latest.version == offered.version:
             return None
         return offered.version
