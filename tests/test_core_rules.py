@@ -337,20 +337,22 @@ def test_header_values_are_bounded() -> None:
 
 # -- MQTT payloads -------------------------------------------------------------------------------------
 
-ANN = protocol.Announcement("a1", "1.4.0", "http://h/fw/k/1.4.0.bin", 10, "0" * 32, "f" * 64)
+ANN = protocol.Announcement("a1", "1.4.0", "http://h/fw/k/1.4.0.bin", 10, "0" * 32, "f" * 64,
+                            image="k", device="dev-1")
 
 
 def test_announcement_payload_has_exactly_the_documented_keys() -> None:
     assert json.loads(ANN.payload()) == {"id": "a1", "version": "1.4.0", "url": "http://h/fw/k/1.4.0.bin",
-                                         "size": 10, "md5": "0" * 32, "sha256": "f" * 64}
+                                         "size": 10, "md5": "0" * 32, "sha256": "f" * 64, "image": "k"}
+    assert "image" not in json.loads(replace(ANN, image="").payload())  # the device id is never sent
     signed = replace(ANN, sig="c2ln")
     assert signed.payload() == ANN.payload()[:-1] + b',"sig":"c2ln"}'
 
 
 def test_the_signed_manifest_is_one_field_a_line() -> None:
-    assert ANN.manifest() == ("tinyota-announcement-v1\na1\n1.4.0\nhttp://h/fw/k/1.4.0.bin\n10\n"
+    assert ANN.manifest() == ("tinyota-announcement-v2\ndev-1\nk\na1\n1.4.0\nhttp://h/fw/k/1.4.0.bin\n10\n"
                               + "0" * 32 + "\n" + "f" * 64).encode()
-    assert replace(ANN, version="1.4.0-é").manifest().decode("utf-8").split("\n")[2] == "1.4.0-é"
+    assert replace(ANN, version="1.4.0-é").manifest().decode("utf-8").split("\n")[4] == "1.4.0-é"
 
 
 def test_firmware_url_joins_without_doubling_slashes() -> None:
