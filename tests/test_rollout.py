@@ -375,3 +375,18 @@ def test_the_rollout_demo_halts_on_its_canary(tmp_path: Path) -> None:
     assert "rollout 1: halted, wave 1 of 3" in out.stdout
     assert "lamp-1: flash write failed" in out.stdout
     assert "lamps never told about 1.1.0: lamp-2, lamp-3, lamp-4, lamp-5, lamp-6, lamp-7, lamp-8" in out.stdout
+
+
+def test_install_without_a_version_in_a_rollout_group_reaches_that_device_now(tmp_path: Path, servers: Any) -> None:
+    """The group's policy targets nothing before a device's wave; `tinyota install DEVICE` must
+    still give that device the newest release (set on command), not an announcement it may not
+    download."""
+    from tests.test_http import HTTP_ONLY
+
+    path = write_config(tmp_path, text=config_text(lights=3, manual=0))
+    config = load_config(path)
+    server = servers(path, HTTP_ONLY)
+    release(config, "kitchen", "2.0.0")
+    (attempt,) = server.call(server.service.install, ["light-2"])
+    assert attempt.version == "2.0.0"
+    assert server.call(server.service.target_version, "light-2") == "2.0.0"  # so it may download it

@@ -115,7 +115,11 @@ class Announcer:
             if release is None:
                 raise NotFound(f"image {group.image} has no releases yet",
                                f"tinyota release FILE --image {group.image} --version X.Y.Z")
-            follows_group = version is None and group.auto_update and group.version is None
+            # Without a version an automatic group's device goes back to following its group, unless
+            # the group rolls out in waves: its policy targets nothing before the device's wave, so
+            # the version is set on command and the device gets it now.
+            follows_group = version is None and group.auto_update and group.version is None \
+                and group.rollout is None
             plan.append((device_id, release, None if follows_group else release.version))
         now = self.clock()
         started = []
