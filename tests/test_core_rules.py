@@ -480,6 +480,29 @@ def test_an_automatic_group_follows_the_highest_release() -> None:
     assert policy.target_version(config, "a", []) is None
 
 
+def test_what_home_assistant_is_offered() -> None:
+    config = parse_config("images: {k: {platform: esp8266}}\n"
+                          "groups: {manual: {image: k}, pinned: {image: k, version: 1.5.0}}\n"
+                          "devices: {a: {group: manual}, p: {group: pinned}, lone: {}}\n")
+
+    class Release:
+        def __init__(self, version: str) -> None:
+            self.version = version
+
+    three = [Release("1.0.0"), Release("1.5.0"), Release("2.0.0")]
+    # The newest of an on-command group: the last of the listing, not the second.
+    assert policy.offered_version(config, "a", three) == "2.0.0"
+    assert policy.offered_version(config, "a", []) is None
+    # A pin shows only while its release exists.
+    assert policy.offered_version(config, "p", three) == "1.5.0"
+    assert policy.offered_version(config, "p", [Release("1.0.0"), Release("2.0.0")]) is None
+    # A commanded version until the device runs it; then the group's rule again.
+    assert policy.offered_version(config, "a", three, commanded="1.0.0", installed="1.5.0") == "1.0.0"
+    assert policy.offered_version(config, "a", three, commanded="1.0.0", installed="1.0.0") == "2.0.0"
+    assert policy.offered_version(config, "a", three, commanded="9.9.9") == "2.0.0"
+    assert policy.offered_version(config, "lone", three) is None
+
+
 def test_a_device_is_served_only_its_target_or_what_it_runs() -> None:
     config = parse_config("images: {k: {platform: esp8266}, s: {platform: esp32}}\n"
                           "groups: {g: {image: k}}\ndevices: {a: {group: g}, lone: {}}\n")

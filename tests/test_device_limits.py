@@ -7,6 +7,7 @@ side only turns this red instead of showing up as updates every device silently 
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from dataclasses import replace
@@ -53,8 +54,12 @@ def test_the_largest_announcement_the_server_builds_fits_the_device(tmp_path: Pa
     tail = len(f"/fw/{'k' * 64}/{version}.bin")
     url = protocol.firmware_url("http://" + "h" * (limit("kMaxUrlLen") - len("http://") - tail), "k" * 64, version)
     ann = protocol.Announcement(id="f" * 12, version=version, url=url,
-                                size=2**32, md5="0" * limit("kMd5HexLen"), sha256="f" * limit("kSha256HexLen"))
+                                size=2**32, md5="0" * limit("kMd5HexLen"), sha256="f" * limit("kSha256HexLen"),
+                                image="k" * limit("kMaxImageLen"), device="d" * limit("kMaxDeviceIdLen"))
     ann = replace(ann, sig=signer.sign(ann.manifest()))  # a signature adds 88 characters
+    assert len(ann.sig or "") == limit("kSignatureBase64Len")
+    assert len(base64.b64decode(ann.sig or "")) == limit("kSignatureLen")
+    assert len(bytes.fromhex(signer.public_key)) == limit("kPublicKeyLen")
     assert len(ann.id) <= limit("kMaxAnnouncementIdLen") and len(url) == limit("kMaxUrlLen")
     assert len(ann.payload()) <= limit("kMaxPayloadLen"), len(ann.payload())
 
