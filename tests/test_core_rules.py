@@ -519,3 +519,12 @@ def test_a_device_is_served_only_its_target_or_what_it_runs() -> None:
     assert refusal("a", "s", "2.0.0", "2.0.0", None) == "image s is not this device's image (k)"
     assert refusal("lone", "k", "2.0.0", "2.0.0", None) == \
         "this device is in no group, so no image is announced to it"
+
+
+def test_a_late_report_that_cannot_confirm_leaves_a_timed_out_attempt_closed() -> None:
+    timed_out = replace(BASE, state=att.TIMED_OUT, needs_download=True, download=att.SERVING)
+    after = att.on_status(timed_out, Status("idle", "2.0.0"), 500.0)
+    assert after == timed_out  # waiting for the last byte would reopen it: it stays as it was
+    served = replace(timed_out, download=att.SERVED)
+    late = att.on_status(served, Status("idle", "2.0.0"), 500.0)
+    assert late.state == att.SUCCEEDED and late.late

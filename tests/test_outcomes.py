@@ -8,6 +8,7 @@ state after a restart, forged retained messages) is in tests/test_trust.py again
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -483,3 +484,27 @@ def test_reconnects_back_off_after_a_refused_login_and_reset_after_an_accepted_o
         seen.append(delay)
     assert seen == [2.0, 4.0, 8.0, 16.0, MAX_RETRY, MAX_RETRY, MAX_RETRY]
     assert next_delay(MAX_RETRY, accepted=True) == FIRST_RETRY
+
+
+def test_an_open_attempt_from_a_schema_1_file_stays_under_way(fleet: Any) -> None:
+    f = fleet()
+    f.release("sensor", "2.0.0")
+    (attempt,) = f.service.install(["sensor-1"])
+    # What a schema-1 file holds: the same open attempt, with no sha256 recorded.
+    f.service.registry.put_attempt(dataclasses.replace(attempt, sha256=None))
+    f.service.reconcile()
+    f.service.announcer.republish()
+    assert f.service.registry.open_attempt("sensor-1").id == attempt.id
+    assert f.announced("sensor-1")["id"] == attempt.id
+
+
+def test_a_late_confirmation_never_reopens_an_attempt(fleet: Any) -> None:
+    f = fleet(confirm="download+report")
+    rel = f.release("sensor", "2.0.0")
+    f.service.install(["sensor-1"])
+    f.service.download_started("sensor-1", rel)  # started, never seen to finish
+    f.clock.now += 31
+    f.service.tick()
+    f.say("sensor-1", state="idle", version="2.0.0")
+    attempt = f.attempt("sensor-1")
+    assert not attempt.open and attempt.state == att.TIMED_OUT

@@ -71,7 +71,7 @@ def on_status(attempt: Attempt, status: Status, now: float) -> Attempt:
     """The attempt after the device reported ``status``; unchanged if it says nothing new."""
     if attempt.state == TIMED_OUT and _reports_target(attempt, status):
         late = _confirmed(replace(attempt, state=PENDING), now)
-        return replace(late, late=True) if late.state != PENDING else attempt
+        return replace(late, late=True) if late.state in FINAL else attempt  # never reopened
     if not attempt.open:
         return attempt
     if _reports_target(attempt, status):

@@ -79,7 +79,8 @@ class Announcer:
             if current is not None:
                 self._withdraw(device_id, current, now, f"withdrawn: {current.version} is no longer its target")
             return None
-        if current is not None and current.version == release.version and current.sha256 == release.sha256:
+        # An attempt from a schema-1 state file has no sha256: it is about this release all the same.
+        if current is not None and current.version == release.version and current.sha256 in (None, release.sha256):
             return None  # under way
         group = self.config.group_of(device_id)
         policy = retry.RetryPolicy(group.retries, group.retry_backoff) if group else retry.RetryPolicy()
@@ -168,7 +169,7 @@ class Announcer:
                 release = self.store.get(image.name, attempt.version) if image else None
             except NotFound:
                 continue  # reconcile() withdraws it
-            if release is not None and release.sha256 == attempt.sha256:
+            if release is not None and attempt.sha256 in (None, release.sha256):
                 self.publisher.publish(self.topics.update(attempt.device),
                                        self._announcement(attempt.device, release, attempt.id).payload(),
                                        retain=True)
