@@ -508,3 +508,26 @@ def test_a_late_confirmation_never_reopens_an_attempt(fleet: Any) -> None:
     f.say("sensor-1", state="idle", version="2.0.0")
     attempt = f.attempt("sensor-1")
     assert not attempt.open and attempt.state == att.TIMED_OUT
+
+
+def test_after_a_broker_outage_deadlines_wait_for_the_retained_state_again(fleet: Any) -> None:
+    f = fleet()
+    f.service.attach(f.bus)
+
+    def connect_and_sync(*retained: tuple[str, dict[str, Any]]) -> None:
+        f.service.on_connected()
+        for device, status in retained:  # what the broker holds arrives before our marker
+            f.say(device, retained=True, **status)
+        marker = f.bus.on(f"{f.pre}/server/sync")[-1]
+        f.service.handle_message(f"{f.pre}/server/sync", marker)
+
+    connect_and_sync()
+    f.release("sensor", "2.0.0")
+    (attempt,) = f.service.install(["sensor-1"])
+    f.service.set_mqtt_connected(False)  # the broker goes away for longer than the deadline
+    f.clock.now += 120
+    f.service.tick()
+    assert f.service.registry.attempt(attempt.id).state == att.PENDING
+    connect_and_sync(("sensor-1", {"state": "idle", "version": "2.0.0"}))
+    after = f.service.registry.attempt(attempt.id)
+    assert after.state == att.SUCCEEDED and not after.late

@@ -75,6 +75,7 @@ class Service:
         # Until the broker has delivered its retained state (the devices' last reports), nothing
         # is judged: no deadline, no announcement that the retained state might make wrong.
         self._synced = True
+        self._ever_synced = False
         self._sync_token: str | None = None
         self._connected_at: float | None = None
         self._state_problem: str | None = None  # the state file cannot be written: say so once
@@ -279,6 +280,10 @@ class Service:
                 self.registry.forget_device(record.id)
 
     def set_mqtt_connected(self, connected: bool) -> None:
+        if not connected and self.mqtt_connected is not None:
+            # While the broker is away devices cannot report: judge nothing until its retained
+            # state is back in after the reconnect, as at start.
+            self._synced = False
         if self.mqtt_connected != connected:
             self.mqtt_connected = connected
             self.events.emit({"type": "health", **self.health()})
@@ -291,23 +296,27 @@ class Service:
         devices' last reports are in (see ``_on_synced``).
         """
         self.set_mqtt_connected(True)
+        # First, so that the tick's fallback still ends the wait if a publish below fails.
+        self._connected_at = self.clock()
+        self._sync_token = secrets.token_hex(8)
         self.publisher.forget_sent()
         self.announcer.republish()
         self.hass.publish_all()
         self.rollouts.publish_all()
-        self._connected_at = self.clock()
-        self._sync_token = secrets.token_hex(8)
         self.publisher.publish(self.topics.server_sync, self._sync_token.encode(), retain=False)
 
     def _on_synced(self) -> None:
-        first = not self._synced
-        self._synced = True
+        first = not self._ever_synced
+        self._ever_synced = self._synced = True
         self._sync_token = None
         self._connected_at = None
-        if first:
-            log.debug("retained state received; judging deadlines and targets")
-            self.rollouts.on_releases(startup=True)  # a release added while the server was down
-        self.announcer.reconcile()
+        try:
+            if first:
+                log.debug("retained state received; judging deadlines and targets")
+                self.rollouts.on_releases(startup=True)  # a release added while the server was down
+            self.announcer.reconcile()
+        except StateError as exc:  # the tick reports it as a condition; a message handler never raises
+            log.error("%s", exc)
 
     # -- views and events ------------------------------------------------------------------------
 
