@@ -531,3 +531,37 @@ def test_after_a_broker_outage_deadlines_wait_for_the_retained_state_again(fleet
     connect_and_sync(("sensor-1", {"state": "idle", "version": "2.0.0"}))
     after = f.service.registry.attempt(attempt.id)
     assert after.state == att.SUCCEEDED and not after.late
+
+
+def test_a_retry_after_a_served_download_is_confirmed_by_the_report(fleet: Any) -> None:
+    f = fleet(confirm="download+report", extra="retry_backoff: 10s")
+    rel = f.release("sensor", "2.0.0")
+    f.say("sensor-1", state="idle", version="1.0.0")
+    (first,) = f.service.install(["sensor-1"])
+    f.service.download_started("sensor-1", rel)
+    f.service.download_finished("sensor-1", rel)  # it took the image whole, then rebooted slowly
+    f.clock.now += 31
+    f.service.tick()
+    f.clock.now += 10
+    f.service.tick()  # the retry
+    retry_attempt = f.service.registry.open_attempt("sensor-1")
+    assert retry_attempt is not None and retry_attempt.id != first.id
+    f.say("sensor-1", state="idle", version="2.0.0")
+    assert f.attempt("sensor-1").state == att.SUCCEEDED
+
+
+def test_an_uncommitted_announcement_survives_a_reconnect_and_a_repair(fleet: Any) -> None:
+    f = fleet()
+    f.release("sensor", "2.0.0")
+    for n in range(30):  # a state file and WAL bigger than the limit below
+        f.say(f"stranger-{n}", state="idle", version="1.0.0", error="x" * 200)
+    f.service.tick()
+    topic = f"{f.pre}/sensor-1/update"
+    with full_disk():
+        with pytest.raises(StateError):
+            f.service.install(["sensor-1"])
+        f.service.on_connected()  # a reconnect re-publishes only committed attempts
+        assert f.bus.on(topic) == []
+        f.service.publisher.publish(topic, b"", retain=True, force=True)  # the guard's repair
+    f.service.tick()  # room again: the announcement goes out after its commit
+    assert json.loads(f.bus.on(topic)[-1])["version"] == "2.0.0"

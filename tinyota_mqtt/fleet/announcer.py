@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from tinyota_mqtt.config.model import Config
 from tinyota_mqtt.core import attempts as att
 from tinyota_mqtt.core import protocol, retry
-from tinyota_mqtt.errors import NotFound, TinyOTAError
+from tinyota_mqtt.errors import NotFound, StateError, TinyOTAError
 from tinyota_mqtt.fleet.events import AttemptLog
 from tinyota_mqtt.fleet.publisher import Publisher
 from tinyota_mqtt.fleet.targets import Targets
@@ -162,7 +162,14 @@ class Announcer:
     # -- publishing ------------------------------------------------------------------------------
 
     def republish(self) -> None:
-        """After a (re)connect: every open attempt's announcement again, with its own id."""
+        """After a (re)connect: every open attempt's announcement again, with its own id.
+
+        Only committed ones: an attempt the state file could not take yet waits in the outbox.
+        """
+        try:
+            self.registry.flush()
+        except StateError:
+            return  # the tick reports the condition and releases the outbox once a flush succeeds
         for attempt in self.registry.open_attempts():
             image = self.config.image_of(attempt.device)
             try:
@@ -186,11 +193,16 @@ class Announcer:
             self.attempts.put(att.cancel(previous, now, why))
         group = self.config.group_of(device_id)
         timeout = group.attempt_timeout if group else DEFAULT_ATTEMPT_TIMEOUT
+        # A retry of the same bytes after the device already took them whole (it timed out while
+        # rebooting, say): the device will not download again, and need not.
+        last = self.registry.recent_attempts(device_id, 1)
+        served = att.SERVED if last and last[0].version == release.version and last[0].sha256 == release.sha256 \
+            and last[0].download == att.SERVED else att.NOT_SERVED
         attempt = att.Attempt(
             id=secrets.token_hex(6), device=device_id, version=release.version,
             from_version=self.registry.device(device_id).version, state=att.PENDING, created=now,
             deadline=now + timeout, updated=now, sha256=release.sha256,
-            needs_download=group is not None and group.confirm == "download+report")
+            needs_download=group is not None and group.confirm == "download+report", download=served)
         self.attempts.put(attempt)
         self.registry.update_device(device_id, last_error=None, last_error_at=None)
         self.publisher.after_commit(self.topics.update(device_id),

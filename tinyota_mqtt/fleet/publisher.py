@@ -31,7 +31,8 @@ class Publisher:
         self._outbox: dict[str, bytes] = {}  # retained, waiting for the next commit; newest wins
 
     def publish(self, topic: str, payload: bytes, *, retain: bool, force: bool = False) -> None:
-        self._outbox.pop(topic, None)  # this supersedes whatever waited for that topic
+        if not force:  # a newer payload supersedes what waited; a forced repair of the old one does not
+            self._outbox.pop(topic, None)
         if retain and not force and self._sent.get(topic) == payload:
             return
         if retain:
