@@ -13,29 +13,15 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Mosquitto, ServerThread, free_port, release, tinyota, wait_until, write_config
+from tests.conftest import BASE_CONFIG, Mosquitto, ServerThread, free_port, release, tinyota, wait_until, write_config
 from tinyota_mqtt.apiclient import AdminClient
 from tinyota_mqtt.config import load_config, parse_config
 from tinyota_mqtt.core import rollout as ro
 from tinyota_mqtt.errors import ConfigError
 from tinyota_mqtt.mqtt.simulator import SimDevice, devices_for
 
-CONFIG = """\
-server:
-  host: 127.0.0.1
-  port: {port}
-  public_url: http://127.0.0.1:{port}
-  store: firmware
-  state: state.sqlite
-  admin: {{username: admin, password: admin-secret}}
-mqtt:
-  url: {mqtt}
-  prefix: {prefix}
-  client_id: tinyota-{prefix}
-homeassistant:
-  enabled: true
-  discovery_prefix: {prefix}-ha
-  status_topic: {prefix}-ha/status
+# The suite's server, mqtt and homeassistant sections, with images and groups of its own.
+CONFIG = BASE_CONFIG.split("images:")[0] + """\
 images:
   kitchen: {{platform: esp8266}}
 groups:
