@@ -26,10 +26,10 @@ EXTRA = """\
 class Recorder:
     def __init__(self) -> None:
         self.retained: dict[str, bytes] = {}
+        self.live: dict[str, bytes] = {}
 
     def publish(self, topic: str, payload: bytes, *, retain: bool, qos: int = 1) -> None:
-        if retain:
-            self.retained[topic] = payload
+        (self.retained if retain else self.live)[topic] = payload
 
 
 class Clock:
@@ -53,6 +53,8 @@ def setup(tmp_path: Path) -> Any:
     service = Service(config, clock=clock)
     bus = Recorder()
     service.bus = bus
+    service.on_connected()  # as the link does: everything published once, then the sync marker
+    service.handle_message("tinyota/server/sync", bus.live["tinyota/server/sync"])
     yield config, service, bus, clock
     service.close()
 

