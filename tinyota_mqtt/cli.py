@@ -439,6 +439,22 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                           rate=args.rate)
 
 
+def cmd_esphome_snippet(args: argparse.Namespace) -> int:
+    from tinyota_mqtt.core import esphome
+
+    params = esphome.params_from_config(_config(args), _device_id(args.device))
+    for what, host in (("mqtt.url", params.broker_host), ("server.public_url", esphome.host_of(params.server_url))):
+        if host in ("localhost", "127.0.0.1", "::1") or host.startswith("127."):
+            _note(f"{what} names {host}, which the device cannot reach: give the config an address on your LAN")
+    text = esphome.render(params)
+    if args.output:
+        Path(args.output).write_text(text)  # no secret in it: the passwords stay in secrets.yaml
+        _note(f"wrote {args.output}; include it from the device's YAML (docs/esphome.md)")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from tinyota_mqtt.demo import run_demo
 
@@ -609,6 +625,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="this share of the devices (0..1, stable by id) fail every update too")
     p.add_argument("--rate", type=_positive_rate, metavar="BYTES_PER_S",
                    help="download at most this fast, like a device on weak Wi-Fi (default: as fast as it can)")
+
+    p = add("esphome-snippet", cmd_esphome_snippet,
+            "print the ESPHome YAML (a package) that makes an ESPHome device follow its TinyOTA updates")
+    p.add_argument("device", help="the device id, as in the config's devices:")
+    p.add_argument("-o", "--output", metavar="FILE", help="write it to FILE instead of stdout")
 
     p = add("hash-password", cmd_hash_password,
             "print a PBKDF2 hash to put in the config instead of a password",
