@@ -81,8 +81,10 @@ class Device:
         self.dir = root / device_id
         self.dir.mkdir(parents=True, exist_ok=True)
         self.stderr_path = root / f"{device_id}.stderr"
-        self.args = [str(program), "--id", device_id, "--password", password or f"pw-{device_id}",
-                     "--broker", broker, "--server", server, "--state-dir", str(self.dir), "--version", version,
+        # The password by the environment, as a user should give it: the command line shows in `ps`.
+        self.env = {**os.environ, "TINYOTA_DEVICE_PASSWORD": password or f"pw-{device_id}"}
+        self.args = [str(program), "--id", device_id, "--broker", broker, "--server", server,
+                     "--state-dir", str(self.dir), "--version", version,
                      "--platform", platform, "--prefix", prefix, "--progress-interval", "200"]
         if free_space is not None:
             self.args += ["--free-space", str(free_space)]
@@ -100,7 +102,7 @@ class Device:
         self._log_start = len(self.log())
         with open(self.stderr_path, "ab") as err:
             self.proc = subprocess.Popen(self.args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                         stderr=err)
+                                         stderr=err, env=self.env)
         return self
 
     @property

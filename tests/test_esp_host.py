@@ -102,7 +102,8 @@ def test_device_program_is_built_and_explains_itself(host_build: Path) -> None:
     assert result.returncode == 0, _explain(result)
     for flag in (
         "--id",
-        "--password",
+        "--password-file",
+        "TINYOTA_DEVICE_PASSWORD",
         "--mqtt-user",
         "--broker",
         "--server",

@@ -7,6 +7,7 @@
 #include <curl/curl.h>
 #include <errno.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -116,9 +117,13 @@ void sleepMs(long ms) {
 int main(int argc, char** argv) {
   hostdev::Options options;
   std::string error;
-  if (!hostdev::parseOptions(argc, argv, options, error)) {
+  if (!hostdev::parseOptions(argc, argv, options, error, getenv("TINYOTA_DEVICE_PASSWORD"))) {
     fprintf(stderr, "tinyota-device: %s\n", error.c_str());
     return 2;
+  }
+  if (options.passwordInArgv) {
+    fputs("tinyota-device: note: --password shows in `ps` to every user of this machine; "
+          "prefer --password-file FILE or TINYOTA_DEVICE_PASSWORD\n", stderr);
   }
   if (options.help) {
     fputs(hostdev::usageText(), stdout);

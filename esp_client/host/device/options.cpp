@@ -1,6 +1,7 @@
 #include "options.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -40,10 +41,29 @@ bool parseBroker(const std::string& url, std::string& host, int& port) {
   return !host.empty() && host.find('/') == std::string::npos && host.find('@') == std::string::npos;
 }
 
+// The first line of FILE, without its line end: a password kept out of the command line.
+bool readPasswordFile(const std::string& path, std::string& out, std::string& error) {
+  FILE* f = fopen(path.c_str(), "rb");
+  if (f == 0) {
+    error = "--password-file " + path + ": " + strerror(errno);
+    return false;
+  }
+  char line[512];
+  const bool got = fgets(line, sizeof line, f) != 0;
+  fclose(f);
+  out = got ? line : "";
+  while (!out.empty() && (out[out.size() - 1] == '\n' || out[out.size() - 1] == '\r')) out.erase(out.size() - 1);
+  if (out.empty()) {
+    error = "--password-file " + path + " holds no password on its first line";
+    return false;
+  }
+  return true;
+}
+
 }  // namespace
 
 const char* usageText() {
-  return "usage: tinyota-device --id ID --password PASSWORD --broker mqtt://HOST[:PORT]\n"
+  return "usage: tinyota-device --id ID --password-file FILE --broker mqtt://HOST[:PORT]\n"
          "                      --server URL --state-dir DIR --version VERSION [options]\n"
          "\n"
          "Runs the TinyOTA device core against a real broker and server, sending the\n"
@@ -52,7 +72,9 @@ const char* usageText() {
          "image's TINYOTA_FW_VERSION= marker.\n"
          "\n"
          "  --id ID                 device id ([A-Za-z0-9_-]+), HTTP Basic user, MQTT client id\n"
-         "  --password PASSWORD     HTTP Basic password and MQTT password\n"
+         "  --password-file FILE    HTTP Basic and MQTT password: the first line of FILE\n"
+         "                          (or set TINYOTA_DEVICE_PASSWORD)\n"
+         "  --password PASSWORD     the same on the command line, where `ps` shows it to everyone\n"
          "  --mqtt-user USER        MQTT user name (default: the id)\n"
          "  --broker URL            mqtt://host[:port] (port 1883 by default)\n"
          "  --server URL            the server's base URL (its server.public_url): announcements\n"
@@ -68,8 +90,10 @@ const char* usageText() {
          "  --help\n";
 }
 
-bool parseOptions(int argc, char** argv, Options& out, std::string& error) {
+bool parseOptions(int argc, char** argv, Options& out, std::string& error, const char* envPassword) {
   out = Options();
+  out.passwordInArgv = false;
+  std::string passwordFile;
   out.brokerPort = 1883;
   out.platform = kEsp8266;
   out.freeSpace = 0;
@@ -101,6 +125,9 @@ bool parseOptions(int argc, char** argv, Options& out, std::string& error) {
       out.id = value;
     } else if (arg == "--password") {
       out.password = value;
+      out.passwordInArgv = true;
+    } else if (arg == "--password-file") {
+      passwordFile = value;
     } else if (arg == "--mqtt-user") {
       out.mqttUser = value;
     } else if (arg == "--broker") {
@@ -139,9 +166,19 @@ bool parseOptions(int argc, char** argv, Options& out, std::string& error) {
     }
   }
 
+  if (!passwordFile.empty()) {
+    if (out.passwordInArgv) {
+      error = "give --password or --password-file, not both";
+      return false;
+    }
+    if (!readPasswordFile(passwordFile, out.password, error)) return false;
+  } else if (out.password.empty() && envPassword != 0) {
+    out.password = envPassword;
+  }
   if (out.id.empty() || out.password.empty() || broker.empty() || out.serverUrl.empty() || out.stateDir.empty() ||
       out.version.empty()) {
-    error = "--id, --password, --broker, --server, --state-dir and --version are required (see --help)";
+    error = "--id, a password (--password-file or TINYOTA_DEVICE_PASSWORD), --broker, --server, --state-dir and "
+            "--version are required (see --help)";
     return false;
   }
   if (!tinyota::isUsableServerBase(out.serverUrl.c_str())) {

@@ -13,6 +13,7 @@ namespace hostdev {
 struct Options {
   std::string id;
   std::string password;      // HTTP Basic and MQTT
+  bool passwordInArgv;       // --password: readable by every user of the machine in `ps`
   std::string mqttUser;      // defaults to id
   std::string brokerHost;
   int brokerPort;
@@ -30,8 +31,9 @@ struct Options {
 
 const char* usageText();
 
-// False with a one-line reason in `error` when the command line cannot work.
-bool parseOptions(int argc, char** argv, Options& out, std::string& error);
+// False with a one-line reason in `error` when the command line cannot work. `envPassword` is
+// $TINYOTA_DEVICE_PASSWORD (or null): the password given without showing it in `ps`.
+bool parseOptions(int argc, char** argv, Options& out, std::string& error, const char* envPassword = 0);
 
 }  // namespace hostdev
 

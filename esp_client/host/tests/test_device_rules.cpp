@@ -1,4 +1,7 @@
 // The host device's pure parts: MD5, the emulated core rules, the command line.
+#include <stdlib.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <initializer_list>
 #include <string>
@@ -241,6 +244,39 @@ TEST(options_defaults) {
   CHECK_STR(o.prefix.c_str(), "tinyota");
   CHECK_EQ(o.progressIntervalMs, 1000);
   CHECK(parse({"--help"}, o, error) && o.help);
+}
+
+TEST(options_password_from_a_file_or_the_environment) {
+  Options o;
+  std::string error;
+  char path[] = "/tmp/tinyota-pw-XXXXXX";
+  const int fd = mkstemp(path);
+  CHECK(fd >= 0);
+  CHECK(write(fd, "s3cret\r\nsecond line\n", 21) == 21);
+  close(fd);
+  const std::string file = std::string("--password-file=") + path;
+  CHECK(parse({"--id=k", file.c_str(), "--broker=mqtt://b", "--server=http://ota", "--state-dir=s", "--version=1.0.0"},
+              o, error));
+  CHECK_STR(o.password.c_str(), "s3cret");
+  CHECK(!o.passwordInArgv);
+  CHECK(!parse({"--id=k", file.c_str(), "--password=p", "--broker=mqtt://b", "--server=http://ota", "--state-dir=s",
+                "--version=1.0.0"}, o, error));
+  CHECK_STR(error.c_str(), "give --password or --password-file, not both");
+  unlink(path);
+  CHECK(!parse({"--id=k", file.c_str(), "--broker=mqtt://b", "--server=http://ota", "--state-dir=s", "--version=1.0.0"},
+               o, error));
+  CHECK(error.find("No such file") != std::string::npos);
+
+  std::vector<char*> argv;
+  const char* args[] = {"tinyota-device", "--id=k", "--broker=mqtt://b", "--server=http://ota", "--state-dir=s",
+                        "--version=1.0.0"};
+  for (const char* a : args) argv.push_back(const_cast<char*>(a));
+  CHECK(parseOptions(static_cast<int>(argv.size()), argv.data(), o, error, "from-env"));
+  CHECK_STR(o.password.c_str(), "from-env");
+  CHECK(!parseOptions(static_cast<int>(argv.size()), argv.data(), o, error, 0));
+  CHECK(error.find("TINYOTA_DEVICE_PASSWORD") != std::string::npos);
+  CHECK(parse({"--id=k", "--password=p", "--broker=mqtt://b", "--server=http://ota", "--state-dir=s",
+               "--version=1.0.0"}, o, error) && o.passwordInArgv);
 }
 
 TEST(options_refuse_what_cannot_work) {
