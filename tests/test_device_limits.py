@@ -45,6 +45,27 @@ def test_device_ids_the_server_accepts_fit_the_device() -> None:
     assert not protocol.DEVICE_ID.fullmatch("d" * (limit("kMaxDeviceIdLen") + 1))
 
 
+def test_the_config_refuses_ids_images_and_prefixes_the_device_cannot_hold() -> None:
+    from tinyota_mqtt.config import parse_config
+    from tinyota_mqtt.errors import ConfigError
+
+    def problems(image: str, device: str, prefix: str) -> list[str]:
+        text = (f"mqtt: {{prefix: {prefix}}}\nimages: {{{image}: {{platform: esp8266}}}}\n"
+                f"groups: {{g: {{image: {image}}}}}\ndevices: {{{device}: {{group: g}}}}\n")
+        try:
+            parse_config(text)
+        except ConfigError as error:
+            return error.problems
+        return []
+
+    image, device, prefix = "i" * limit("kMaxImageLen"), "d" * limit("kMaxDeviceIdLen"), "p" * limit("kMaxPrefixLen")
+    assert problems(image, device, prefix) == []
+    found = problems(image + "i", device + "d", prefix + "p")
+    where = [p.split(":", 2)[1] for p in found]  # "1] mqtt.prefix" and so on
+    assert where == ["1] mqtt.prefix", "2] images", "3] groups.g.image", "4] devices"], found
+    assert all("is 65 characters long" in p and "at most 64" in p for p in found)
+
+
 def test_the_largest_announcement_the_server_builds_fits_the_device(tmp_path: Path) -> None:
     from tinyota_mqtt.signing import generate
 

@@ -31,6 +31,8 @@ from yaml.resolver import Resolver
 from tinyota_mqtt.config.model import (
     CONFIRM_MODES,
     ID_PATTERN,
+    MAX_ID_LENGTH,
+    MAX_PREFIX_LENGTH,
     PLATFORMS,
     Account,
     Config,
@@ -356,6 +358,9 @@ def _ident(r: _Reader, node: Node) -> str:
 
 def _id_problem(text: str) -> str | None:
     if _ID.fullmatch(text):
+        if len(text) > MAX_ID_LENGTH:
+            return (f"{_clip(text)} is {len(text)} characters long; an id may have at most {MAX_ID_LENGTH} "
+                    "(devices keep ids and image names in buffers of that size)")
         return None
     if not text:
         return "an empty id is not allowed; use letters, digits, '-' and '_'"
@@ -365,6 +370,14 @@ def _id_problem(text: str) -> str | None:
     )
     fixed = re.sub(r"[^A-Za-z0-9_-]+", "-", text).strip("-")
     return message + (f". Did you mean {fixed!r}?" if fixed else "")
+
+
+def _prefix(r: _Reader, node: Node) -> str:
+    text = _topic(r, node)
+    if len(text) > MAX_PREFIX_LENGTH:
+        raise _Invalid(f"{_clip(text)} is {len(text)} characters long; devices take a prefix of at most "
+                       f"{MAX_PREFIX_LENGTH}")
+    return text
 
 
 def _topic(r: _Reader, node: Node) -> str:
@@ -774,7 +787,7 @@ _MQTT = _Section(
         "client_id": _Opt(_string()),
         "keepalive": _Opt(_integer(0, 65535)),  # two bytes on the wire; 0 switches it off
         "protocol": _Opt(_protocol),
-        "prefix": _Opt(_topic),
+        "prefix": _Opt(_prefix),
         # Client side, everything is optional: mqtts:// alone uses the system's CA store.
         "tls": _Opt(_Section(TLSFiles, {"ca": _Opt(_path), "cert": _Opt(_path), "key": _Opt(_path)}), nullable=True),
         "embedded_host": _Opt(_host),

@@ -21,6 +21,9 @@ PLATFORMS = esp_image.PLATFORMS  # esp8266, esp32 and each ESP32 variant the ima
 # this server also served that device the whole image (a report alone can be forged or mistaken).
 CONFIRM_MODES = ("download+report", "report")
 ID_PATTERN = r"[A-Za-z0-9_-]+"  # one MQTT topic level and a Home Assistant object id
+# Devices hold ids, image names and the topic prefix in fixed buffers (esp_client/limits.json).
+MAX_ID_LENGTH = 64
+MAX_PREFIX_LENGTH = 64
 IPNetwork = IPv4Network | IPv6Network
 
 
