@@ -546,6 +546,66 @@ def test_rollback_selection_and_cancel_each_ask_first(live: Any, pages: Any) -> 
     expect(page.locator(".topics")).to_contain_text(f"{live.pre}/sensor-1/update")
 
 
+def test_the_page_prints_the_servers_view_and_decides_nothing_itself(server: ServerThread, pages: Any,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every rule of a device's look is the server's (fleet/views.py). The server here says, for
+    sensor-1, the opposite of what its raw fields would suggest: a script that derived a badge, a
+    word, a button or a counter from those fields itself would show something else."""
+    from playwright.sync_api import expect
+
+    from tinyota_mqtt.fleet import events, views
+
+    real_display, real_attempt = views.display, views.attempt_display
+
+    def contrary(view: dict[str, Any]) -> dict[str, Any]:
+        show = real_display(view)
+        if view["id"] != "sensor-1":
+            return show
+        # Raw: online, idle on the target, nothing under way, in a group with an image.
+        return {**show, "online": "offline", "outdated": True, "updating": True, "busy": True, "failed": True,
+                "progress": 37, "attempt": f"server says {view['installed']}", "attempt_state": "failed",
+                "classes": "device outdated busy failed offline", "installable": False,
+                "held": "server says held", "free_space": "server says full"}
+
+    def contrary_attempt(attempt: dict[str, Any]) -> dict[str, str]:
+        return {**real_attempt(attempt), "activity": f"server words for {attempt['version']}", "kind": "bad",
+                "outcome": "server outcome"}
+
+    monkeypatch.setattr(views, "display", contrary)
+    monkeypatch.setattr(events, "attempt_display", contrary_attempt)
+    pre = server.config.mqtt.prefix
+    release(server.config, "sensor", "2.0.0")
+    server.call(server.service.tick)
+    page = pages(server)
+    open_live(page)
+    status = json.dumps({"state": "idle", "version": "2.0.0", "free_space": 2_000_000}).encode()
+    server.call(server.service.handle_message, f"{pre}/sensor-1/status", status, False)
+    sensor = row(page, "sensor-1")
+    expect(sensor.locator('[data-field="attempt"]')).to_have_text("server says 2.0.0")  # a live device event
+    expect(sensor.locator('[data-field="online"]')).to_have_text("offline")
+    expect(sensor.locator('[data-field="outdated"]')).to_be_visible()
+    expect(sensor).to_have_class("device outdated busy failed offline")
+    bar = sensor.locator("progress")
+    expect(bar).to_be_visible()
+    expect(bar).to_have_js_property("value", 37)
+    expect(sensor.locator('button[data-action="cancel"]')).to_be_visible()
+    expect(sensor.locator('button[data-action="install"]')).to_be_hidden()
+    expect(page.locator('[data-count="failed"]')).to_have_text("1")
+    expect(page.locator('[data-count="updating"]')).to_have_text("1")
+    expect(page.locator('[data-count="online"]')).to_have_text("0")
+    # An attempt's words come from the server too: the activity list prints them.
+    server.call(server.service.install, ["sensor-2"], None)
+    expect(page.locator("#activity li").first).to_contain_text("server words for")
+    expect(page.locator("#activity li").first).to_have_class("bad")
+    # The device page's live fields print the same view.
+    device = pages(server)
+    open_live(device, "/devices/sensor-1")
+    server.call(server.service.handle_message, f"{pre}/sensor-1/status", status, False)
+    expect(device.locator('dd[data-field="held"]')).to_have_text("server says held")
+    expect(device.locator('dd[data-field="free_space"]')).to_have_text("server says full")
+    expect(device.locator('dd[data-field="attempt"]')).to_have_text("server says 2.0.0")
+
+
 def test_upload_errors_are_shown_next_to_the_form(server: ServerThread, pages: Any) -> None:
     from playwright.sync_api import expect
 

@@ -4,7 +4,7 @@ with property tests over random fleets, policies, device behaviours and clocks."
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -252,6 +252,23 @@ def test_pause_withdraws_unstarted_announcements_and_resume_continues() -> None:
     assert [(e.who, e.what) for e in r.log if e.who != "rollout"] == [
         ("admin", "started: waves rest, advance at 100%, halt at 20% of at least 1 ended"),
         ("alice", "paused"), ("bob", "resumed")]
+
+
+@pytest.mark.parametrize("state", ro.STATES)
+def test_the_controls_a_summary_offers_are_exactly_the_ones_that_work(state: str) -> None:
+    """The dashboard enables Pause, Resume and Abort from the summary's ``controls``: each one it
+    offers must be accepted, and each one it greys out refused, in every state."""
+    r = replace(ro.start("1", "k", "2.0.0", ["g"], ro.Policy(), fleet(2), 0.0, "admin"), state=state)
+    offered = ro.summary(r)["controls"]
+    for op, control in (("pause", ro.pause), ("resume", ro.resume), ("abort", ro.abort)):
+        try:
+            control(r, "u", 1.0)
+            accepted = True
+        except ro.ControlError:
+            accepted = False
+        assert offered[op] is accepted, f"{op} in {state}: offered {offered[op]}, accepted {accepted}"
+    assert offered == {"pause": state in (ro.SCHEDULED, ro.RUNNING), "resume": state in (ro.PAUSED, ro.HALTED),
+                       "abort": state not in (ro.COMPLETED, ro.ABORTED)}
 
 
 def test_resume_past_a_halt_acknowledges_the_failures() -> None:

@@ -518,8 +518,14 @@ class ControlError(RolloutError):
     """A pause, resume or abort that makes no sense in the rollout's state."""
 
 
+def controls(state: str) -> dict[str, bool]:
+    """Which of pause, resume and abort a rollout in ``state`` accepts: the functions below refuse
+    the others, and the dashboard disables their buttons from this, not from a copy of the rule."""
+    return {"pause": state in (SCHEDULED, RUNNING), "resume": state in (PAUSED, HALTED), "abort": state not in FINAL}
+
+
 def pause(r: Rollout, who: str, now: float) -> Rollout:
-    if r.state not in (SCHEDULED, RUNNING):
+    if not controls(r.state)["pause"]:
         raise ControlError(f"rollout {r.id} is {r.state}; only a scheduled or running rollout can be paused")
     return replace(r, state=PAUSED, updated=now, log=_note(r, now, who, "paused"))
 
@@ -527,7 +533,7 @@ def pause(r: Rollout, who: str, now: float) -> Rollout:
 def resume(r: Rollout, who: str, now: float) -> Rollout:
     """Continue a paused or halted rollout where it stopped. Failures so far are acknowledged:
     they no longer count towards the thresholds, or the same failures would halt it again."""
-    if r.state not in (PAUSED, HALTED):
+    if not controls(r.state)["resume"]:
         raise ControlError(f"rollout {r.id} is {r.state}; only a paused or halted rollout can be resumed")
     members = tuple(replace(m, acknowledged=True) if m.state == FAILED else m for m in r.members)
     note = "resumed" + (f" past: {r.reason}" if r.state == HALTED else "")
@@ -535,7 +541,7 @@ def resume(r: Rollout, who: str, now: float) -> Rollout:
 
 
 def abort(r: Rollout, who: str, now: float, reason: str | None = None) -> Rollout:
-    if r.state in FINAL:
+    if not controls(r.state)["abort"]:
         raise ControlError(f"rollout {r.id} is already {r.state}")
     why = reason or f"aborted by {who}"
     return replace(r, state=ABORTED, reason=why, updated=now, log=_note(r, now, who, f"aborted: {why}"))
@@ -553,7 +559,8 @@ def summary(r: Rollout, now: float | None = None) -> dict[str, Any]:
     total = counts(r.members)
     body: dict[str, Any] = {
         "id": r.id, "image": r.image, "version": r.version, "groups": list(r.groups), "state": r.state,
-        "wave": r.wave + 1 if r.waves else 0, "waves": waves, "devices": len(r.members), "counts": total,
+        "controls": controls(r.state), "wave": r.wave + 1 if r.waves else 0, "waves": waves,
+        "devices": len(r.members), "counts": total,
         "reason": r.reason, "policy": r.policy.describe(), "started_by": r.started_by, "created": r.created,
         "updated": r.updated,
     }

@@ -8,6 +8,7 @@ from dataclasses import asdict
 from typing import Any
 
 from tinyota_mqtt.core import attempts as att
+from tinyota_mqtt.fleet.views import attempt_display
 from tinyota_mqtt.registry import Registry
 
 log = logging.getLogger("tinyota.service")
@@ -54,6 +55,7 @@ class AttemptLog:
                 log.log(level, "%s: update to %s %s%s%s", attempt.device, attempt.version,
                         attempt.state, " (confirmed late)" if attempt.late else "",
                         f" ({attempt.error})" if attempt.error else "")
-            self.events.emit({"type": "attempt", "attempt": asdict(attempt)})
+            body = asdict(attempt)
+            self.events.emit({"type": "attempt", "attempt": {**body, "show": attempt_display(body)}})
             if attempt.state in att.FINAL and attempt.state != att.CANCELLED and self.on_end is not None:
                 self.on_end(attempt)

@@ -2,6 +2,11 @@
 
 ``device_view`` is a pure function of the config, the record, the attempts and the target, so
 the CLI reading the files without a server (``snapshot.py``) builds the very same view.
+
+How a device is *shown* is decided here too, once: ``display`` turns a view into what the
+dashboard puts on screen (words, badges, which buttons apply, the progress bar), and
+``attempt_display`` does the same for one attempt. The server-rendered pages and
+``dashboard.js`` both only print these; neither derives a rule of its own from the raw fields.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from dataclasses import asdict
 from typing import Any
 
 from tinyota_mqtt.config.model import Config
+from tinyota_mqtt.core import attempts as att
 from tinyota_mqtt.core.attempts import Attempt
 from tinyota_mqtt.fleet.targets import Targets
 from tinyota_mqtt.registry import DeviceRecord, Registry
@@ -21,12 +27,83 @@ def pin(config: Config, record: DeviceRecord) -> str | None:
     return record.commanded or (group.version if group else None)
 
 
+ATTEMPT_WORDS = {att.PENDING: "announced, waiting for the device", att.DOWNLOADING: "downloading",
+                 att.FLASHING: "flashing", att.SUCCEEDED: "succeeded", att.FAILED: "failed",
+                 att.TIMED_OUT: "timed out", att.CANCELLED: "cancelled"}
+_UNDER_WAY = (att.DOWNLOADING, att.FLASHING)  # the device is working on it: a progress bar
+_WENT_WRONG = (att.FAILED, att.TIMED_OUT)
+HELD_TEXT = "yes: cancelled, waits for the next install"
+
+
+def size_text(n: int | None) -> str:
+    if n is None:
+        return ""
+    if n < 1024:
+        return f"{n} bytes"
+    return f"{n / 1024:.1f} KiB" if n < 1024 * 1024 else f"{n / (1024 * 1024):.1f} MiB"
+
+
+def attempt_display(attempt: dict[str, Any]) -> dict[str, str]:
+    """One attempt (its JSON) as the dashboard shows it, in the activity list and the history.
+
+    ``text``: "1.4.0: downloading 42%", with the error of one that went wrong; ``outcome``: the
+    history's column ("timed out", "downloading 42%"); ``kind``: ok, bad or info (its colour);
+    ``activity``: the activity list's line ("1.3.0 → 1.4.0: succeeded").
+    """
+    state = attempt["state"]
+    progress = attempt.get("progress")
+    percent = f" {progress}%" if state == att.DOWNLOADING and progress is not None else ""
+    text = f"{attempt['version']}: {ATTEMPT_WORDS.get(state, state)}{percent}"
+    if state in _WENT_WRONG and attempt.get("error"):
+        text += f" ({attempt['error']})"
+    origin = attempt.get("from_version")
+    return {
+        "text": text,
+        "outcome": state.replace("_", " ") + percent,
+        "kind": "ok" if state == att.SUCCEEDED else "bad" if state in _WENT_WRONG else "info",
+        "activity": f"{origin} → {text}" if origin else text,
+    }
+
+
+def display(view: dict[str, Any]) -> dict[str, Any]:
+    """What the dashboard shows for a device view: every rule about its look lives here.
+
+    ``online``: online, offline or unknown (never heard from); ``outdated``: a target it does not
+    run; ``updating``: an attempt is open, so Cancel applies (and the Updating counter counts it);
+    ``busy``: downloading or flashing, so the progress bar shows; ``failed``: the newest attempt
+    failed or timed out; ``classes``: the row's classes for those; ``installable``: it has an
+    image, so Install applies.
+    """
+    attempt = view["attempt"]
+    state = attempt["state"] if attempt else None
+    online = view["online"]
+    outdated = bool(view["target"]) and view["installed"] != view["target"]
+    busy = state in _UNDER_WAY
+    failed = state in _WENT_WRONG
+    progress = view["progress"] if view["progress"] is not None else (attempt or {}).get("progress")
+    flags = {"outdated": outdated, "busy": busy, "failed": failed, "offline": online is False}
+    return {
+        "online": "unknown" if online is None else "online" if online else "offline",
+        "outdated": outdated,
+        "updating": state in att.OPEN,
+        "busy": busy,
+        "failed": failed,
+        "progress": int(progress or 0),
+        "attempt": attempt_display(attempt)["text"] if attempt else "",
+        "attempt_state": state or "",
+        "classes": " ".join(["device", *(name for name, on in flags.items() if on)]),
+        "installable": view["image"] is not None,
+        "held": HELD_TEXT if view["held"] else "no",
+        "free_space": size_text(view["free_space"]) or "—",
+    }
+
+
 def device_view(config: Config, record: DeviceRecord, current: Attempt | None, newest: Attempt | None,
                 target: str | None) -> dict[str, Any]:
     """``current``: the open attempt, if any; ``newest``: that, or else the last one that ended."""
     device = config.devices.get(record.id)
     image = config.image_of(record.id)
-    return {
+    view = {
         "id": record.id,
         "name": device.display_name if device else record.id,
         "known": device is not None,
@@ -47,6 +124,8 @@ def device_view(config: Config, record: DeviceRecord, current: Attempt | None, n
         "held": record.held,
         "attempt": asdict(newest) if newest else None,
     }
+    view["show"] = display(view)
+    return view
 
 
 class Views:

@@ -20,6 +20,7 @@ import json
 import logging
 import time
 from collections import deque
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,9 @@ from typing import Any
 from tornado import iostream, web
 
 from tinyota_mqtt.core import image as esp_image
+from tinyota_mqtt.core.attempts import Attempt
 from tinyota_mqtt.errors import NotFound, TinyOTAError
+from tinyota_mqtt.fleet.views import attempt_display, size_text
 from tinyota_mqtt.http.base import BaseHandler
 from tinyota_mqtt.service import Service
 from tinyota_mqtt.store import Release
@@ -60,73 +63,8 @@ def _when(ts: float | None) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if ts else "never"
 
 
-def _size(n: int | None) -> str:
-    if n is None:
-        return ""
-    if n < 1024:
-        return f"{n} bytes"
-    return f"{n / 1024:.1f} KiB" if n < 1024 * 1024 else f"{n / (1024 * 1024):.1f} MiB"
-
-
-# The same words dashboard.js uses (describeAttempt / isOutdated), so the first paint and the
-# live updates agree.
-_ATTEMPT_WORDS = {"pending": "announced, waiting for the device", "downloading": "downloading",
-                  "flashing": "flashing", "succeeded": "succeeded", "failed": "failed",
-                  "timed_out": "timed out", "cancelled": "cancelled"}
-
-
-def _attempt_text(view: dict[str, Any] | None) -> str:
-    attempt = (view or {}).get("attempt")
-    if not attempt:
-        return ""
-    text = f"{attempt['version']}: {_ATTEMPT_WORDS.get(attempt['state'], attempt['state'])}"
-    if attempt["state"] == "downloading" and attempt.get("progress") is not None:
-        text += f" {attempt['progress']}%"
-    if attempt["state"] in ("failed", "timed_out") and attempt.get("error"):
-        text += f" ({attempt['error']})"
-    return text
-
-
-def _outdated(view: dict[str, Any] | None) -> bool:
-    return bool(view and view["target"] and view["installed"] != view["target"])
-
-
-def _busy(view: dict[str, Any] | None) -> bool:
-    return bool(view and view["attempt"] and view["attempt"]["state"] in ("downloading", "flashing"))
-
-
-def _pending(view: dict[str, Any] | None) -> bool:
-    """An update is under way (announced, downloading or flashing): it can still be cancelled."""
-    return bool(view and view["attempt"] and view["attempt"]["state"] in ("pending", "downloading", "flashing"))
-
-
-def _progress(view: dict[str, Any] | None) -> int | None:
-    if not view:
-        return None
-    if view["progress"] is not None:
-        return int(view["progress"])
-    attempt = view["attempt"]
-    return attempt["progress"] if attempt and attempt.get("progress") is not None else None
-
-
-def _online(view: dict[str, Any] | None) -> str:
-    online = (view or {}).get("online")
-    return "unknown" if online is None else "online" if online else "offline"
-
-
-def _row_class(view: dict[str, Any] | None) -> str:
-    if not view:
-        return "device"
-    classes = ["device"]
-    if _outdated(view):
-        classes.append("outdated")
-    if _busy(view):
-        classes.append("busy")
-    if (view["attempt"] or {}).get("state") in ("failed", "timed_out"):
-        classes.append("failed")
-    if view["online"] is False:
-        classes.append("offline")
-    return " ".join(classes)
+def _outcome(attempt: Attempt) -> str:
+    return attempt_display(asdict(attempt))["outcome"]
 
 
 def releases_by_image(service: Service) -> dict[str, list[dict[str, Any]]]:
@@ -163,8 +101,7 @@ class DashboardHandler(BaseHandler):
     def get_template_namespace(self) -> dict[str, Any]:
         namespace = super().get_template_namespace()
         namespace.update(
-            asset=self.asset_url, iso=_iso, when=_when, size=_size, attempt_text=_attempt_text,
-            outdated=_outdated, pending=_pending, busy=_busy, progress=_progress, online=_online, row_class=_row_class,
+            asset=self.asset_url, iso=_iso, when=_when, size=size_text, outcome=_outcome,
             health=self.service.health(), page="",
         )
         return namespace

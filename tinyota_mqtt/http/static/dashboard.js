@@ -5,6 +5,11 @@
 // the admin JSON API with fetch/XMLHttpRequest from this origin, which is what the server's
 // CSRF check (Origin / Sec-Fetch-Site) lets through.
 //
+// Rule of this file: it decides nothing about how a device looks. Each device view carries
+// "show" and each attempt "show" (fleet/views.py: display, attempt_display): words, badges, row
+// classes, which buttons apply, the progress. This script only puts them on the page, so the
+// server-rendered first paint and the live updates cannot disagree.
+//
 // Safety rule for this file: data is only ever written with textContent, .value, or
 // setAttribute on non-URL attributes (URLs are built with encodeURIComponent). Never innerHTML:
 // a device name or a release note is text, whatever characters it contains.
@@ -16,36 +21,13 @@
   const page = document.body.dataset.page;
 
   const state = { devices: new Map(), releases: {}, health: null, ready: false };
-  const OPEN = ["pending", "downloading", "flashing"];
-  // The same words the server's templates use (dashboard.py: _ATTEMPT_WORDS).
-  const WORDS = {
-    pending: "announced, waiting for the device", downloading: "downloading", flashing: "flashing",
-    succeeded: "succeeded", failed: "failed", timed_out: "timed out", cancelled: "cancelled",
-  };
 
   // -- small helpers ----------------------------------------------------------------------------
 
-  const isOutdated = (v) => Boolean(v.target) && v.installed !== v.target;
-  const isPending = (v) => Boolean(v.attempt) && OPEN.includes(v.attempt.state);
-  const isBusy = (v) => Boolean(v.attempt) && ["downloading", "flashing"].includes(v.attempt.state);
-  const isFailed = (v) => Boolean(v.attempt) && ["failed", "timed_out"].includes(v.attempt.state);
-  const onlineWord = (v) => (v.online == null ? "unknown" : v.online ? "online" : "offline");
   const deviceHref = (id) => "/devices/" + encodeURIComponent(id);
   const sel = (name, value) => `[${name}="${CSS.escape(value)}"]`;
 
-  function progressOf(v) {
-    if (v.progress != null) return v.progress;
-    return v.attempt && v.attempt.progress != null ? v.attempt.progress : 0;
-  }
-
-  function describeAttempt(a) {
-    if (!a) return "";
-    let text = `${a.version}: ${WORDS[a.state] || a.state}`;
-    if (a.state === "downloading" && a.progress != null) text += ` ${a.progress}%`;
-    if ((a.state === "failed" || a.state === "timed_out") && a.error) text += ` (${a.error})`;
-    return text;
-  }
-
+  // Only for the upload's own progress line: device sizes come worded from the server.
   function formatSize(n) {
     if (n == null) return "";
     if (n < 1024) return `${n} bytes`;
@@ -119,36 +101,32 @@
   // -- devices ----------------------------------------------------------------------------------
 
   function fillDevice(root, v) {
+    const show = v.show;
     setText(root, "name", v.name);
     fields(root, "id", (el) => { el.textContent = v.id; el.hidden = v.name === v.id; });
     fields(root, "pick", (el) => { el.value = v.id; el.setAttribute("aria-label", `Select ${v.name}`); });
-    fields(root, "online", (el) => { el.textContent = onlineWord(v); el.dataset.value = onlineWord(v); });
+    fields(root, "online", (el) => { el.textContent = show.online; el.dataset.value = show.online; });
     setText(root, "installed", v.installed || "—");
     setText(root, "target", v.target || "—");
-    fields(root, "outdated", (el) => { el.hidden = !isOutdated(v); });
+    fields(root, "outdated", (el) => { el.hidden = !show.outdated; });
     fields(root, "state", (el) => { el.textContent = v.state || "—"; el.dataset.value = v.state || ""; });
     fields(root, "progress", (el) => {
-      el.hidden = !isBusy(v);
-      el.value = progressOf(v);
-      el.textContent = `${progressOf(v)}%`;
+      el.hidden = !show.busy;
+      el.value = show.progress;
+      el.textContent = `${show.progress}%`;
     });
     fields(root, "attempt", (el) => {
-      el.textContent = describeAttempt(v.attempt) || (el.tagName === "DD" ? "none yet" : "");
-      el.dataset.value = v.attempt ? v.attempt.state : "";
+      el.textContent = show.attempt || (el.tagName === "DD" ? "none yet" : "");
+      el.dataset.value = show.attempt_state;
     });
     fields(root, "last_seen", (el) => setTime(el, v.last_seen));
     setText(root, "last_error", v.last_error || "");
     setText(root, "platform", v.platform || "—");
-    setText(root, "free_space", formatSize(v.free_space) || "—");
-    setText(root, "held", v.held ? "yes: cancelled, waits for the next install" : "no");
-    for (const button of $$('[data-action="install"]', root)) button.hidden = !v.image;
-    for (const button of $$('[data-action="cancel"]', root)) button.hidden = !isPending(v);
-    if (root.tagName === "TR") {
-      root.classList.toggle("outdated", isOutdated(v));
-      root.classList.toggle("busy", isBusy(v));
-      root.classList.toggle("failed", isFailed(v));
-      root.classList.toggle("offline", v.online === false);
-    }
+    setText(root, "free_space", show.free_space);
+    setText(root, "held", show.held);
+    for (const button of $$('[data-action="install"]', root)) button.hidden = !show.installable;
+    for (const button of $$('[data-action="cancel"]', root)) button.hidden = !show.updating;
+    if (root.tagName === "TR") root.className = show.classes;
   }
 
   function newRow(v) {
@@ -191,10 +169,10 @@
     const all = Array.from(state.devices.values());
     const counts = {
       devices: all.length,
-      online: all.filter((v) => v.online).length,
-      outdated: all.filter(isOutdated).length,
-      updating: all.filter(isPending).length,
-      failed: all.filter(isFailed).length,
+      online: all.filter((v) => v.show.online === "online").length,
+      outdated: all.filter((v) => v.show.outdated).length,
+      updating: all.filter((v) => v.show.updating).length,
+      failed: all.filter((v) => v.show.failed).length,
     };
     for (const [name, count] of Object.entries(counts)) {
       const el = $(sel("data-count", name));
@@ -213,7 +191,7 @@
       let shown = 0;
       for (const row of $$("tr.device", body)) {
         const v = state.devices.get(row.dataset.device);
-        const hide = (onlyOutdated && !(v ? isOutdated(v) : row.classList.contains("outdated")))
+        const hide = (onlyOutdated && !(v ? v.show.outdated : row.classList.contains("outdated")))
           || (text && !(row.dataset.device.toLowerCase().includes(text)
             || (v && v.name.toLowerCase().includes(text))));
         row.hidden = Boolean(hide);
@@ -358,9 +336,6 @@
 
   // -- rollouts (the Rollouts page) -------------------------------------------------------------
 
-  const LIVE_ROLLOUT = ["scheduled", "running"];
-  const FINAL_ROLLOUT = ["completed", "aborted"];
-
   function renderRollout(r) {
     if (page !== "rollouts") return;
     const root = $(sel("data-rollout", r.id));
@@ -378,10 +353,9 @@
       for (const key of ["succeeded", "failed", "announced", "cancelled"]) setText(row, key, String(w[key]));
       setText(row, "waiting", String(w.waiting + w.retry));
     }
+    // Which controls apply is the server's rule (core/rollout.py: controls), as for the API's 409.
     for (const button of $$('button[data-action="rollout"]', root)) {
-      const op = button.dataset.op;
-      button.disabled = op === "pause" ? !LIVE_ROLLOUT.includes(r.state)
-        : op === "resume" ? !["paused", "halted"].includes(r.state) : FINAL_ROLLOUT.includes(r.state);
+      button.disabled = !r.controls[button.dataset.op];
     }
   }
 
@@ -454,11 +428,7 @@
   // -- attempts: the activity log (fleet) and the history table (device page) -------------------
 
   function renderAttempt(a) {
-    if (page === "fleet") {
-      const kind = a.state === "succeeded" ? "ok" : ["failed", "timed_out"].includes(a.state) ? "bad" : "info";
-      const from = a.from_version ? `${a.from_version} → ` : "";
-      activity(a.device, `${from}${describeAttempt(a)}`, kind);
-    }
+    if (page === "fleet") activity(a.device, a.show.activity, a.show.kind);
     const table = $(sel("data-history", a.device));
     if (!table) return;
     let row = $(sel("data-attempt", a.id), table);
@@ -473,7 +443,7 @@
     setText(row, "from_version", a.from_version || "—");
     setText(row, "version", a.version);
     fields(row, "state", (el) => {
-      el.textContent = a.state.replace("_", " ") + (a.state === "downloading" && a.progress != null ? ` ${a.progress}%` : "");
+      el.textContent = a.show.outcome;
       el.dataset.value = a.state;
     });
     setText(row, "error", a.error || "");
