@@ -39,6 +39,50 @@ def test_clean_stop_on_sigterm_marks_the_server_offline(tmp_path: Path, broker: 
     assert not any("Traceback" in line for line in proc.output)
 
 
+def test_healthz_the_dashboard_and_ready_agree_across_a_broker_restart(tmp_path: Path, prefix: str,
+                                                                        servers: Any) -> None:
+    """One source for "connected": the MQTT link's. /healthz, the dashboard (its page and its
+    event stream) and the sync barrier (service.ready) all derive from it, so after the broker
+    goes and comes back they say the same thing at each step."""
+    from tests.test_dashboard import EventReader
+
+    def dashboard_says() -> str:
+        resp, body = request(server, "GET", "/", user="admin", password="admin-secret")
+        assert resp.status == 200
+        found = re.search(r'<span id="mqtt"[^>]*>MQTT (\w+)</span>', body.decode())
+        assert found, "the fleet page has no MQTT pill"
+        return found.group(1)
+
+    def healthz_says() -> str:
+        return str(json.loads(request(server, "GET", "/healthz", user=None)[1])["mqtt"])
+
+    mosq = Mosquitto(tmp_path / "mosq").start()
+    try:
+        server = servers(write_config(tmp_path, mqtt=mosq.url, prefix=prefix))
+        wait_until(lambda: server.service.ready, 10, "connected")
+        assert (healthz_says(), dashboard_says()) == ("connected", "connected")
+        stream = EventReader(server)
+        try:
+            assert stream.event("snapshot")["health"]["mqtt"] == "connected"
+            mosq.stop()
+            assert stream.event("health", 15)["mqtt"] == "disconnected"  # told at once, not at a heartbeat
+            assert not server.service.ready
+            assert (healthz_says(), dashboard_says()) == ("disconnected", "disconnected")
+            mosq.start()
+            assert stream.event("health", 40)["mqtt"] == "connected"
+        finally:
+            stream.close()
+        wait_until(lambda: server.service.ready, 40, "the retained state of the new session")
+        assert (healthz_says(), dashboard_says()) == ("connected", "connected")
+        fresh = EventReader(server)
+        try:
+            assert fresh.event("snapshot")["health"]["mqtt"] == "connected"
+        finally:
+            fresh.close()
+    finally:
+        mosq.stop()
+
+
 def test_reconnects_and_republishes_after_the_broker_restarts(tmp_path: Path, prefix: str, servers: Any,
                                                                probes: Any) -> None:
     mosq = Mosquitto(tmp_path / "mosq").start()  # persistence off: a restart forgets every retained message

@@ -44,11 +44,23 @@ class Clock:
 
 
 class Recorder:
-    """A Bus that keeps what was published, in order."""
+    """A Bus that keeps what was published, in order; as a Link, a session the test opens and ends."""
 
     def __init__(self) -> None:
         self.sent: list[tuple[str, bytes, bool]] = []
         self.check: Any = None
+        self.up = False
+        self.session = 0
+
+    def connect(self, service: Service) -> None:
+        """What the MQTT link does when the broker accepts it: a new session, then the callback."""
+        self.session += 1
+        self.up = True
+        service.on_connected()
+
+    def drop(self, service: Service) -> None:
+        self.up = False
+        service.on_disconnected()
 
     def publish(self, topic: str, payload: bytes, *, retain: bool, qos: int = 1) -> None:
         if self.check is not None:
@@ -404,6 +416,81 @@ def test_removed_entities_are_cleared_once_not_at_every_home_assistant_start(fle
     assert f.bus.on(removal) == [b""]
 
 
+# -- the server's own retained topics ------------------------------------------------------------
+
+def test_a_forged_retained_announcement_is_cleared_once_it_has_stood(fleet: Any,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    """The guard, through the service: a retained announcement the server never wrote is cleared
+    (an empty retained message) once it still stands a moment later, and logged once per topic."""
+    f = fleet()
+    topic = f"{f.pre}/sensor-1/update"
+    forged = json.dumps({"version": "6.6.6", "url": "http://evil/fw.bin"}).encode()
+    with caplog.at_level(logging.WARNING, "tinyota.service"):
+        f.service.handle_message(topic, forged, True)
+        f.service.tick()
+        assert f.bus.on(topic) == []  # not at once: it may be our own publish still in flight
+        f.clock.now += 0.9
+        f.service.tick()
+        assert f.bus.on(topic) == []
+        f.clock.now += 0.1
+        f.service.tick()
+        assert f.bus.on(topic) == [b""]
+        f.service.handle_message(topic, forged, True)  # again, later
+        f.clock.now += 1
+        f.service.tick()
+    assert f.bus.on(topic) == [b"", b""]
+    warned = [r for r in caplog.records if "did not write" in r.getMessage()]
+    assert len(warned) == 1 and topic in warned[0].getMessage()
+
+
+def test_the_guard_restores_what_the_server_sent_and_lets_its_own_echo_settle(fleet: Any) -> None:
+    f = fleet()
+    f.release("sensor", "2.0.0")
+    f.service.install(["sensor-1"])
+    topic = f"{f.pre}/sensor-1/update"
+    ours = f.bus.on(topic)[-1]
+    f.service.handle_message(topic, b'{"version":"0.0.1"}', True)  # someone overwrites it
+    f.clock.now += 0.5
+    f.service.handle_message(topic, ours, True)  # ...and our copy arrives again before it settled
+    f.clock.now += 1
+    f.service.tick()
+    assert f.bus.on(topic) == [ours]  # nothing to put right
+    f.service.handle_message(topic, b'{"version":"0.0.1"}', True)
+    f.clock.now += 1
+    f.service.tick()
+    assert f.bus.on(topic) == [ours, ours]  # put back what the server sent, not an empty one
+
+
+def test_the_guard_leaves_topics_that_are_not_the_servers(fleet: Any) -> None:
+    f = fleet()
+    for topic in (f"{f.pre}/stranger-1/update",  # not a configured device
+                  f"{f.pre}/sensor-1/install"):  # a command topic: not retained state of ours
+        f.service.handle_message(topic, b"forged", True)
+    f.clock.now += 2
+    f.service.tick()
+    assert [t for t, _p, _r in f.bus.sent if t.endswith(("/update", "/install"))] == []
+
+
+def test_a_forged_discovery_config_and_server_offline_are_put_right(fleet: Any) -> None:
+    f = fleet()
+    f.service.attach(f.bus)
+    f.bus.connect(f.service)
+    config_topic = f"{f.config.homeassistant.discovery_prefix}/update/tinyota_sensor-1/config"
+    ours = f.bus.on(config_topic)[-1]
+    availability = f"{f.pre}/server/availability"
+    f.service.handle_message(config_topic, b'{"name":"pwned"}', True)
+    f.service.handle_message(availability, b"offline", True)  # a forged "server offline"
+    f.clock.now += 1
+    f.service.tick()
+    assert f.bus.on(config_topic)[-1] == ours
+    assert f.bus.on(availability)[-1] == b"online"
+    f.bus.up = False  # while we are not connected, "offline" is true: leave it
+    f.service.handle_message(availability, b"offline", True)
+    f.clock.now += 1
+    f.service.tick()
+    assert f.bus.on(availability) == [b"online"]
+
+
 # -- what a flood can do --------------------------------------------------------------------------
 
 def test_unknown_devices_are_capped(fleet: Any, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -515,7 +602,7 @@ def test_after_a_broker_outage_deadlines_wait_for_the_retained_state_again(fleet
     f.service.attach(f.bus)
 
     def connect_and_sync(*retained: tuple[str, dict[str, Any]]) -> None:
-        f.service.on_connected()
+        f.bus.connect(f.service)
         for device, status in retained:  # what the broker holds arrives before our marker
             f.say(device, retained=True, **status)
         marker = f.bus.on(f"{f.pre}/server/sync")[-1]
@@ -524,13 +611,63 @@ def test_after_a_broker_outage_deadlines_wait_for_the_retained_state_again(fleet
     connect_and_sync()
     f.release("sensor", "2.0.0")
     (attempt,) = f.service.install(["sensor-1"])
-    f.service.set_mqtt_connected(False)  # the broker goes away for longer than the deadline
+    f.bus.drop(f.service)  # the broker goes away for longer than the deadline
     f.clock.now += 120
     f.service.tick()
     assert f.service.registry.attempt(attempt.id).state == att.PENDING
     connect_and_sync(("sensor-1", {"state": "idle", "version": "2.0.0"}))
     after = f.service.registry.attempt(attempt.id)
     assert after.state == att.SUCCEEDED and not after.late
+
+
+def test_ready_holds_for_the_session_whose_retained_state_is_in_not_a_newer_one(fleet: Any) -> None:
+    """The link runs on its own thread and tells the service later: a session that ended and a new
+    one accepted before the service heard of either must not count as synced, nor be judged on."""
+    f = fleet()
+    f.service.attach(f.bus)
+    assert f.service.mqtt_connected is False and not f.service.ready
+    f.bus.connect(f.service)
+    assert f.service.mqtt_connected is True and not f.service.ready  # the retained state is not in yet
+    assert f.service.health()["mqtt"] == "connected"
+    f.service.handle_message(f"{f.pre}/server/sync", f.bus.on(f"{f.pre}/server/sync")[-1])
+    assert f.service.ready
+    f.release("sensor", "2.0.0")
+    (attempt,) = f.service.install(["sensor-1"])
+    f.bus.session += 1  # dropped and reconnected on the link's thread; no callback has run yet
+    assert f.service.mqtt_connected is True and not f.service.ready
+    f.clock.now += 120
+    f.service.tick()  # a deadline passed, but the new session's retained state is not in
+    assert f.service.registry.attempt(attempt.id).state == att.PENDING
+    f.bus.up = False
+    assert f.service.health()["mqtt"] == "disconnected" and not f.service.ready
+    f.bus.drop(f.service)
+    f.bus.connect(f.service)
+    assert not f.service.ready
+    f.service.handle_message(f"{f.pre}/server/sync", f.bus.on(f"{f.pre}/server/sync")[-1])
+    assert f.service.ready and f.service.health()["mqtt"] == "connected"
+
+
+def test_the_sync_wait_gives_up_for_the_session_it_waited_in(fleet: Any) -> None:
+    """A broker that never echoes our marker (an ACL that hides it): judge after the wait anyway,
+    but only while that session lasts."""
+    f = fleet()
+    f.service.attach(f.bus)
+    f.bus.connect(f.service)
+    f.clock.now += 10
+    f.service.tick()
+    assert f.service.ready
+    f.bus.session += 1
+    assert not f.service.ready
+
+
+def test_without_mqtt_the_service_judges_and_says_so(fleet: Any) -> None:
+    f = fleet()
+    assert f.service.mqtt_connected is None and f.service.health()["mqtt"] == "off"
+    f.release("sensor", "2.0.0")
+    (attempt,) = f.service.install(["sensor-1"])
+    f.clock.now += 31
+    f.service.tick()
+    assert f.service.registry.attempt(attempt.id).state == att.TIMED_OUT
 
 
 def test_a_retry_after_a_served_download_is_confirmed_by_the_report(fleet: Any) -> None:

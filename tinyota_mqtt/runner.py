@@ -97,7 +97,7 @@ class Server:
         self._ticker = asyncio.create_task(self._tick_forever())
 
     def _mqtt_lost(self, _reason: str) -> None:
-        self.service.set_mqtt_connected(False)
+        self.service.on_disconnected()
 
     async def _tick_forever(self) -> None:
         while True:

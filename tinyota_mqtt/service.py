@@ -13,7 +13,7 @@ import secrets
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from tinyota_mqtt.config.model import Config
 from tinyota_mqtt.core import attempts as att
@@ -50,6 +50,22 @@ def steady_clock() -> Callable[[], float]:
     return lambda: wall + (time.monotonic() - mono)
 
 
+class Link(Bus, Protocol):
+    """The MQTT session the service publishes on: the one source of whether the server is connected.
+
+    ``up``: the broker accepted the session and it has not ended. ``session`` counts accepted
+    sessions, so that "the broker's retained state is in" is known to hold for this session and
+    not for one that ended a moment ago (the link runs on its own thread; its callbacks reach the
+    service later, in order).
+    """
+
+    @property
+    def up(self) -> bool: ...
+
+    @property
+    def session(self) -> int: ...
+
+
 @dataclass(frozen=True)
 class Principal:
     username: str
@@ -71,10 +87,12 @@ class Service:
         accounts[config.server.admin.username] = config.server.admin.password
         self._verifier = Verifier(accounts)
         self._store_seen: tuple[tuple[str, int], ...] | None = None
-        self.mqtt_connected: bool | None = None  # None: running without MQTT
-        # Until the broker has delivered its retained state (the devices' last reports), nothing
-        # is judged: no deadline, no announcement that the retained state might make wrong.
-        self._synced = True
+        self._link: Link | None = None  # None: running without MQTT
+        # Until the broker has delivered its retained state (the devices' last reports) in the
+        # current session, nothing is judged: no deadline, no announcement that the retained
+        # state might make wrong. The session it was delivered in, and the one we wait for:
+        self._synced_session: int | None = None
+        self._sync_session: int | None = None
         self._ever_synced = False
         self._sync_token: str | None = None
         self._connected_at: float | None = None
@@ -107,15 +125,25 @@ class Service:
         self.publisher.bus = bus
 
     @property
+    def mqtt_connected(self) -> bool | None:
+        """Whether the MQTT session is up, as the link says (None: running without MQTT)."""
+        return None if self._link is None else self._link.up
+
+    @property
+    def _synced(self) -> bool:
+        """Judging is allowed: without MQTT always; with it, once this session's retained state is in."""
+        link = self._link
+        return link is None or (link.up and link.session == self._synced_session)
+
+    @property
     def ready(self) -> bool:
         """Connected, and the broker's retained state (the devices' last reports) is in."""
         return bool(self.mqtt_connected) and self._synced and self._sync_token is None
 
-    def attach(self, bus: Bus) -> None:
-        """Publish through ``bus`` (the MQTT link), and wait for its retained state before judging."""
-        self.publisher.bus = bus
-        self.mqtt_connected = False
-        self._synced = False
+    def attach(self, link: Link) -> None:
+        """Publish through ``link`` (the MQTT session), and wait for its retained state before judging."""
+        self.publisher.bus = link
+        self._link = link
 
     # -- who is asking ---------------------------------------------------------------------------
 
@@ -282,14 +310,11 @@ class Service:
                     and record.last_seen < cutoff:
                 self.registry.forget_device(record.id)
 
-    def set_mqtt_connected(self, connected: bool) -> None:
-        if not connected and self.mqtt_connected is not None:
-            # While the broker is away devices cannot report: judge nothing until its retained
-            # state is back in after the reconnect, as at start.
-            self._synced = False
-        if self.mqtt_connected != connected:
-            self.mqtt_connected = connected
-            self.events.emit({"type": "health", **self.health()})
+    def on_disconnected(self) -> None:
+        """The session ended (or a connection attempt failed). While the broker is away devices
+        cannot report; ``_synced`` is already false (the link is down), and stays so after the
+        reconnect until that session's retained state is in, as at start."""
+        self.events.emit({"type": "health", **self.health()})
 
     def on_connected(self) -> None:
         """The broker (re)connected: make every retained message we own right again.
@@ -298,10 +323,11 @@ class Service:
         ahead of anything published after them, so when our sync marker comes back, the
         devices' last reports are in (see ``_on_synced``).
         """
-        self.set_mqtt_connected(True)
+        self.events.emit({"type": "health", **self.health()})
         # First, so that the tick's fallback still ends the wait if a publish below fails.
         self._connected_at = self.clock()
         self._sync_token = secrets.token_hex(8)
+        self._sync_session = self._link.session if self._link is not None else None
         self.publisher.forget_sent()
         self.announcer.republish()
         self.hass.publish_all()
@@ -310,7 +336,8 @@ class Service:
 
     def _on_synced(self) -> None:
         first = not self._ever_synced
-        self._ever_synced = self._synced = True
+        self._ever_synced = True
+        self._synced_session = self._sync_session
         self._sync_token = None
         self._connected_at = None
         try:

@@ -99,7 +99,8 @@ class MqttLink:
         self._on_message, self._on_connected = on_message, on_connected
         self._on_disconnected = on_disconnected
         self._dispatch = dispatch
-        self.connected = threading.Event()
+        self._up = threading.Event()  # the one record of whether we are connected: see `up`
+        self._session = 0
         self._stopping = False
         self._accepted = False  # the broker accepted the current connection (CONNACK success)
         self._last_problem: str | None = None
@@ -124,6 +125,17 @@ class MqttLink:
         self._wake_w.setblocking(False)
         self._thread: threading.Thread | None = None
 
+    @property
+    def up(self) -> bool:
+        """The broker accepted our session and it has not ended. The service reads this (and
+        `session`) rather than keeping a copy of its own; see service.Link."""
+        return self._up.is_set()
+
+    @property
+    def session(self) -> int:
+        """How many sessions the broker has accepted so far."""
+        return self._session
+
     # -- lifecycle -------------------------------------------------------------------------------
 
     def start(self) -> None:
@@ -133,7 +145,7 @@ class MqttLink:
 
     def stop(self, timeout: float = 2.0) -> None:
         """Say goodbye properly: mark ourselves offline (the will is not sent on a clean exit)."""
-        if self.settings.will is not None and self.connected.is_set():
+        if self.settings.will is not None and self.up:
             info = self._client.publish(self.settings.will[0], self.settings.will[1], qos=1, retain=True)
             with contextlib.suppress(RuntimeError, ValueError):
                 info.wait_for_publish(timeout)
@@ -242,7 +254,8 @@ class MqttLink:
         if self.settings.will is not None and self.settings.online is not None:
             client.publish(self.settings.will[0], self.settings.online, qos=1, retain=True)
         self._accepted = True
-        self.connected.set()
+        self._session += 1  # before `up`: whoever sees the session up sees its number
+        self._up.set()
         if self._last_problem is not None:
             log.info("connected to broker %s again", self.address)
         else:
@@ -252,8 +265,8 @@ class MqttLink:
             self._dispatch(self._on_connected)
 
     def _disconnected(self, _client: paho.Client, _ud: Any, _flags: Any, reason: Any, _props: Any) -> None:
-        was = self.connected.is_set()
-        self.connected.clear()
+        was = self.up
+        self._up.clear()
         if was and not self._stopping:
             self._problem(f"lost broker {self.address} ({reason}); reconnecting")
         if self._on_disconnected is not None:
