@@ -43,6 +43,7 @@ class Scope:
 
 
 CORE = ("attempts", "retry", "policy", "protocol", "semver", "httpauth", "esp_headers")
+CORE_MORE = ("hass", "image", "throttle", "passwords", "rollout", "forwarded")
 SCOPES = {
     # The pure rules: no I/O, fast tests; CI runs this one (tests/test_mutation.py).
     "core": Scope(tuple(f"tinyota_mqtt/core/{m}.py" for m in CORE),
@@ -51,8 +52,14 @@ SCOPES = {
     # The service on real files: slower tests, so bound the run with --minutes.
     "fleet": Scope(("tinyota_mqtt/fleet/*.py", "tinyota_mqtt/service.py", "tinyota_mqtt/store.py",
                     "tinyota_mqtt/registry.py"),
-                   ("tests/test_outcomes.py", "tests/test_store.py"),
+                   ("tests/test_outcomes.py", "tests/test_store.py", "tests/test_views.py"),
                    "the service, store and registry on real files; by hand, bounded"),
+    # Pure modules not yet triaged: by hand until their survivors are, then into CORE (and CI).
+    "core-more": Scope(tuple(f"tinyota_mqtt/core/{m}.py" for m in CORE_MORE),
+                       ("tests/test_core.py", "tests/test_core_rules.py", "tests/test_throttle.py",
+                        "tests/test_image.py", "tests/test_rollout_core.py", "tests/test_hass_schema.py",
+                        "tests/test_views.py"),
+                       "pure modules whose survivors are not triaged yet; by hand"),
 }
 
 
@@ -224,6 +231,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="where to copy the code and keep mutmut's results (default: .mutants/)")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--minutes", type=float, default=None, help="stop each scope after this long")
+    parser.add_argument("--only", action="append", default=[], metavar="FILE",
+                        help="mutate only these files of the scope (repeatable), e.g. tinyota_mqtt/fleet/guard.py; "
+                             "its tests stay the scope's")
     args = parser.parse_args(argv)
     unknown = [s for s in args.scopes if s not in SCOPES]
     if unknown:
@@ -232,6 +242,11 @@ def main(argv: list[str] | None = None) -> int:
     failed = False
     for name in args.scopes:
         scope = SCOPES[name]
+        if args.only:
+            outside = [f for f in args.only if not any(Path(f).match(m) for m in scope.modules)]
+            if outside:
+                parser.error(f"{outside[0]} is not in scope {name!r} ({', '.join(scope.modules)})")
+            scope = Scope(tuple(args.only), scope.tests, scope.note)
         workdir = args.workdir / name
         print(f"== {name}: {scope.note} (work directory {workdir})", flush=True)
         started = time.monotonic()
