@@ -416,6 +416,51 @@ def test_removed_entities_are_cleared_once_not_at_every_home_assistant_start(fle
     assert f.bus.on(removal) == [b""]
 
 
+# -- what the API and the dashboard show -----------------------------------------------------------
+
+def test_the_device_view_follows_reports_installs_and_cancels(fleet: Any) -> None:
+    f = fleet()
+    rel = f.release("sensor", "2.0.0")
+    f.say("sensor-1", state="idle", version="1.0.0", platform="esp32s3", free_space=2_000_000)
+    v = f.service.device_view("sensor-1")
+    assert (v["installed"], v["state"], v["platform"], v["free_space"], v["attempt"]) == \
+        ("1.0.0", "idle", "esp32s3", 2_000_000, None)
+    (attempt,) = f.service.install(["sensor-1"], "2.0.0")
+    v = f.service.device_view("sensor-1")
+    assert v["announced"] == "2.0.0" and v["attempt"]["id"] == attempt.id and v["pinned"] == "2.0.0"
+    assert v["target"] == f.service.target_version("sensor-1") == "2.0.0"
+    f.service.download_started("sensor-1", rel)
+    f.say("sensor-1", state="downloading", version="1.0.0", progress=42, id=attempt.id)
+    v = f.service.device_view("sensor-1")
+    assert v["progress"] == 42 and v["show"]["busy"] and v["show"]["progress"] == 42
+    f.service.cancel(["sensor-1"])
+    v = f.service.device_view("sensor-1")
+    assert v["held"] and v["announced"] is None and v["attempt"]["state"] == att.CANCELLED
+    assert v["show"]["held"].startswith("yes")
+
+
+def test_the_device_list_is_the_config_then_strangers_that_reported(fleet: Any) -> None:
+    f = fleet()
+    f.say("stranger-2", state="idle", version="1.0.0")
+    f.say("kitchen-2", state="idle", version="1.0.0")
+    assert f.service.device_ids() == [*f.config.devices, "stranger-2"]
+    assert f.service.device_view("stranger-2")["known"] is False
+
+
+def test_each_device_view_is_its_own(fleet: Any) -> None:
+    f = fleet()
+    f.release("sensor", "2.0.0")
+    f.release("kitchen", "1.0.0")
+    f.service.tick()  # kitchen-lights updates automatically: its devices are told
+    f.say("sensor-1", state="idle", version="1.0.0")
+    (sensor,) = f.service.install(["sensor-1"])
+    kitchen = f.service.device_view("kitchen-1")
+    assert kitchen["attempt"]["device"] == "kitchen-1" and kitchen["announced"] == "1.0.0"
+    assert kitchen["target"] == "1.0.0" and kitchen["installed"] is None
+    assert f.service.device_view("sensor-1")["attempt"]["id"] == sensor.id
+    assert f.service.device_view("loner")["attempt"] is None
+
+
 # -- the server's own retained topics ------------------------------------------------------------
 
 def test_a_forged_retained_announcement_is_cleared_once_it_has_stood(fleet: Any,
@@ -439,6 +484,7 @@ def test_a_forged_retained_announcement_is_cleared_once_it_has_stood(fleet: Any,
         f.clock.now += 1
         f.service.tick()
     assert f.bus.on(topic) == [b"", b""]
+    assert all(retain for t, _p, retain in f.bus.sent if t == topic)  # a retained repair replaces it
     warned = [r for r in caplog.records if "did not write" in r.getMessage()]
     assert len(warned) == 1 and topic in warned[0].getMessage()
 
@@ -484,11 +530,14 @@ def test_a_forged_discovery_config_and_server_offline_are_put_right(fleet: Any) 
     f.service.tick()
     assert f.bus.on(config_topic)[-1] == ours
     assert f.bus.on(availability)[-1] == b"online"
-    f.bus.up = False  # while we are not connected, "offline" is true: leave it
     f.service.handle_message(availability, b"offline", True)
+    update = f"{f.pre}/sensor-1/update"
+    f.service.handle_message(update, b'{"version":"6.6.6"}', True)
+    f.bus.up = False  # while we are not connected, "offline" is true: leave it, but not the rest
     f.clock.now += 1
     f.service.tick()
     assert f.bus.on(availability) == [b"online"]
+    assert f.bus.on(update) == [b""]
 
 
 # -- what a flood can do --------------------------------------------------------------------------

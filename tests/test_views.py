@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import write_config
+from tests.conftest import BASE_CONFIG, write_config
 from tinyota_mqtt.config import load_config
 from tinyota_mqtt.config.model import Config
 from tinyota_mqtt.core import attempts as att
@@ -23,9 +23,14 @@ ATTEMPT = att.Attempt(id="a1", device="sensor-1", version="2.0.0", from_version=
                       created=1.0, deadline=31.0, updated=1.0)
 
 
+# The sample config, with a display name, and the sensors group pinned to a release.
+NAMED = BASE_CONFIG.replace("loner: {{password: pw-loner}}", "loner: {{password: pw-loner, name: The loner}}") \
+    .replace("sensors: {{image: sensor,", "sensors: {{image: sensor, version: 1.5.0,")
+
+
 @pytest.fixture(scope="module")
 def config(tmp_path_factory: pytest.TempPathFactory) -> Config:
-    return load_config(write_config(tmp_path_factory.mktemp("views")))
+    return load_config(write_config(tmp_path_factory.mktemp("views"), text=NAMED))
 
 
 def view(config: Config, *, device: str = "sensor-1", attempt: att.Attempt | None = None, is_open: bool = True,
@@ -48,7 +53,8 @@ def test_online_word_and_the_offline_row(config: Config, online: bool | None, wo
 
 
 def test_outdated_only_with_a_target_it_does_not_run(config: Config) -> None:
-    assert view(config, version="1.0.0", target="2.0.0")["show"]["outdated"] is True
+    behind = view(config, version="1.0.0", target="2.0.0")["show"]
+    assert behind["outdated"] is True and behind["classes"] == "device outdated"
     assert view(config, version="2.0.0", target="2.0.0")["show"]["outdated"] is False
     assert view(config, version=None, target="2.0.0")["show"]["outdated"] is True  # never reported
     nothing = view(config, version="1.0.0", target=None)["show"]  # no release: nothing to be behind
@@ -102,8 +108,8 @@ def test_held_and_free_space_in_words(config: Config) -> None:
 
 
 def test_sizes_in_words() -> None:
-    assert [size_text(n) for n in (None, 0, 1023, 1024, 1536, 1024 * 1024, 3 * 1024 * 1024 // 2)] == \
-        ["", "0 bytes", "1023 bytes", "1.0 KiB", "1.5 KiB", "1.0 MiB", "1.5 MiB"]
+    assert [size_text(n) for n in (None, 0, 1023, 1024, 1536, 1024 * 1024, 3 * 1024 * 1024 // 2, 512 * 1024 * 1024)] \
+        == ["", "0 bytes", "1023 bytes", "1.0 KiB", "1.5 KiB", "1.0 MiB", "1.5 MiB", "512.0 MiB"]
 
 
 @pytest.mark.parametrize(("changes", "text", "outcome", "kind"), [
@@ -133,3 +139,40 @@ def test_the_device_view_says_the_attempt_as_the_history_does(config: Config) ->
     attempt = replace(ATTEMPT, state=att.TIMED_OUT, error="no report")
     assert view(config, attempt=attempt, is_open=False)["show"]["attempt"] == attempt_display(asdict(attempt))["text"]
 
+
+
+def test_the_view_of_a_configured_device_says_what_its_record_and_attempts_say(config: Config) -> None:
+    downloading = replace(ATTEMPT, device="kitchen-1", state=att.DOWNLOADING, progress=42)
+    record = DeviceRecord(id="kitchen-1", online=True, state="downloading", version="1.0.0", last_seen=5.0,
+                          platform="esp8285", free_space=4096, last_error="MD5 check failed", last_error_at=4.0)
+    v = device_view(config, record, downloading, downloading, "2.0.0")
+    assert {k: x for k, x in v.items() if k != "show"} == {
+        "id": "kitchen-1", "name": "kitchen-1", "known": True, "group": "kitchen-lights", "image": "kitchen",
+        "online": True, "state": "downloading", "installed": "1.0.0", "target": "2.0.0", "announced": "2.0.0",
+        "progress": 42, "last_seen": 5.0, "platform": "esp8285", "free_space": 4096,
+        "last_error": "MD5 check failed", "last_error_at": 4.0, "pinned": None, "held": False,
+        "attempt": asdict(downloading)}
+
+
+def test_an_ended_attempt_is_shown_but_nothing_is_announced(config: Config) -> None:
+    ended = replace(ATTEMPT, state=att.FAILED, progress=80)
+    v = device_view(config, DeviceRecord(id="sensor-1"), None, ended, None)
+    assert v["announced"] is None and v["progress"] is None and v["attempt"] == asdict(ended)
+    assert v["platform"] == "esp32"  # never reported: the image's platform
+
+
+def test_names_groups_and_strangers(config: Config) -> None:
+    loner = device_view(config, DeviceRecord(id="loner"), None, None, None)
+    assert (loner["name"], loner["known"], loner["group"], loner["image"]) == ("The loner", True, None, None)
+    stranger = device_view(config, DeviceRecord(id="stranger-1", platform="esp32"), None, None, None)
+    assert (stranger["name"], stranger["known"], stranger["group"], stranger["image"], stranger["platform"]) == \
+        ("stranger-1", False, None, None, "esp32")
+
+
+def test_pinned_by_command_or_else_by_the_group(config: Config) -> None:
+    """A version set on command pins the device; without one, its group's `version` does."""
+    assert device_view(config, DeviceRecord(id="sensor-1"), None, None, None)["pinned"] == "1.5.0"
+    commanded = DeviceRecord(id="sensor-1", commanded="1.2.0")
+    assert device_view(config, commanded, None, None, None)["pinned"] == "1.2.0"
+    assert device_view(config, DeviceRecord(id="kitchen-1"), None, None, None)["pinned"] is None
+    assert device_view(config, DeviceRecord(id="stranger-1"), None, None, None)["pinned"] is None

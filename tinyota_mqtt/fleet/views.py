@@ -53,7 +53,7 @@ def attempt_display(attempt: dict[str, Any]) -> dict[str, str]:
     state = attempt["state"]
     progress = attempt.get("progress")
     percent = f" {progress}%" if state == att.DOWNLOADING and progress is not None else ""
-    text = f"{attempt['version']}: {ATTEMPT_WORDS.get(state, state)}{percent}"
+    text = f"{attempt['version']}: {ATTEMPT_WORDS[state]}{percent}"
     if state in _WENT_WRONG and attempt.get("error"):
         text += f" ({attempt['error']})"
     origin = attempt.get("from_version")
@@ -80,7 +80,8 @@ def display(view: dict[str, Any]) -> dict[str, Any]:
     outdated = bool(view["target"]) and view["installed"] != view["target"]
     busy = state in _UNDER_WAY
     failed = state in _WENT_WRONG
-    progress = view["progress"] if view["progress"] is not None else (attempt or {}).get("progress")
+    # The open attempt's progress while one is open (``attempt`` is then that one), else the last one's.
+    progress = (attempt or {}).get("progress")
     flags = {"outdated": outdated, "busy": busy, "failed": failed, "offline": online is False}
     return {
         "online": "unknown" if online is None else "online" if online else "offline",
