@@ -47,7 +47,7 @@ def main() -> None:
     for sim in sims:
         sim.start()
     deadline = time.monotonic() + 60
-    while not all(sim._link.connected.is_set() for sim in sims):
+    while not all(sim._link.up for sim in sims):
         if time.monotonic() > deadline:
             sys.exit("simulated devices did not all connect within 60 s")
         time.sleep(0.05)
