@@ -24,9 +24,13 @@ EXTRA = """\
 
 
 class Recorder:
+    """A Bus that keeps the last payload per topic; as a Link, one session that stays up."""
+
     def __init__(self) -> None:
         self.retained: dict[str, bytes] = {}
         self.live: dict[str, bytes] = {}
+        self.up = True
+        self.session = 1
 
     def publish(self, topic: str, payload: bytes, *, retain: bool, qos: int = 1) -> None:
         (self.retained if retain else self.live)[topic] = payload
@@ -52,7 +56,7 @@ def setup(tmp_path: Path) -> Any:
     clock = Clock()
     service = Service(config, clock=clock)
     bus = Recorder()
-    service.bus = bus
+    service.attach(bus)
     service.on_connected()  # as the link does: everything published once, then the sync marker
     service.handle_message("tinyota/server/sync", bus.live["tinyota/server/sync"])
     yield config, service, bus, clock
