@@ -220,6 +220,8 @@ def test_a_retry_is_not_an_ending_and_the_last_failure_counts() -> None:
     assert [t for t, _ in world.announced] == [0.0]  # the rollout announces once...
     assert len(world.retried) == 2                    # ...the announcer retries twice
     assert [s.members[0].state for s in states[1:4]] == [ro.ANNOUNCED, ro.RETRY, ro.ANNOUNCED]
+    # Waiting for its retry, the member shows as waiting on every surface (CLI, dashboard).
+    assert [ro.summary(s)["waves"][0]["queued"] for s in states[1:4]] == [0, 1, 0]
     last = states[-1].members[0]
     assert last.state == ro.FAILED and last.tries == 3 and states[-1].state == ro.COMPLETED
 

@@ -37,7 +37,7 @@ def _print_status(body: dict[str, Any]) -> None:
           f"{counts['cancelled']} cancelled")
     for wave in body["waves"]:
         print(f"  wave {wave['wave']}: {wave['devices']} device(s): {wave['succeeded']} ok, {wave['failed']} failed, "
-              f"{wave['announced']} in progress, {wave['waiting'] + wave['retry']} waiting")
+              f"{wave['announced']} in progress, {wave['queued']} waiting")
     for entry in body.get("history", []):
         print(f"  {_when(entry['at'])}  {entry['who']}: {entry['what']}")
 

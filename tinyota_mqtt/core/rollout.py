@@ -555,7 +555,10 @@ def summary(r: Rollout, now: float | None = None) -> dict[str, Any]:
     waves = []
     for k in range(r.waves):
         members = r.in_wave(k)
-        waves.append({"wave": k + 1, "devices": len(members), **counts(members)})
+        found = counts(members)
+        # What every surface shows as the wave's "waiting": nothing under way for the member now,
+        # whether it was never told or waits for a retry's back-off. Decided here, once.
+        waves.append({"wave": k + 1, "devices": len(members), **found, "queued": found[WAITING] + found[RETRY]})
     total = counts(r.members)
     body: dict[str, Any] = {
         "id": r.id, "image": r.image, "version": r.version, "groups": list(r.groups), "state": r.state,

@@ -351,7 +351,7 @@
       const row = $(sel("data-wave", String(w.wave)), root);
       if (!row) continue;
       for (const key of ["succeeded", "failed", "announced", "cancelled"]) setText(row, key, String(w[key]));
-      setText(row, "waiting", String(w.waiting + w.retry));
+      setText(row, "waiting", String(w.queued));
     }
     // Which controls apply is the server's rule (core/rollout.py: controls), as for the API's 409.
     for (const button of $$('button[data-action="rollout"]', root)) {
