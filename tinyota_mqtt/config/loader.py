@@ -31,6 +31,7 @@ from yaml.resolver import Resolver
 from tinyota_mqtt.config.model import (
     CONFIRM_MODES,
     ID_PATTERN,
+    KINDS,
     MAX_ID_LENGTH,
     MAX_PREFIX_LENGTH,
     PLATFORMS,
@@ -47,7 +48,7 @@ from tinyota_mqtt.config.model import (
     TLSFiles,
 )
 from tinyota_mqtt.core import rollout as ro
-from tinyota_mqtt.core import semver
+from tinyota_mqtt.core import semver, tasmota, tokens
 from tinyota_mqtt.core.passwords import SCHEME, Password, Secret, check_hash_format, is_hashed
 from tinyota_mqtt.errors import ConfigError
 
@@ -400,6 +401,30 @@ def _semver(r: _Reader, node: Node) -> str:
     if guess != text and semver.is_valid(guess):
         message += f". Did you mean '{guess}'?"
     raise _Invalid(message)
+
+
+def _full_topic(r: _Reader, node: Node) -> str:
+    text = _text(r, node)
+    problem = tasmota.full_topic_problem(text)
+    if problem:
+        raise _Invalid(f"{_clip(text)} {problem}, e.g. {tasmota.DEFAULT_FULL_TOPIC}")
+    return text
+
+
+def _tasmota_topic(r: _Reader, node: Node) -> str:
+    text = _text(r, node)
+    problem = tasmota.topic_problem(text)
+    if problem:
+        raise _Invalid(f"{_clip(text)} {problem}; write the device's Topic as Tasmota shows it")
+    return text
+
+
+def _mac(r: _Reader, node: Node) -> str:
+    text = _text(r, node)
+    plain = text.replace(":", "").replace("-", "").upper()
+    if not re.fullmatch(r"[0-9A-F]{12}", plain):
+        raise _Invalid(f"{_clip(text)} is not a MAC address; write it as Tasmota does, e.g. A4CF12ABCDEF")
+    return plain
 
 
 def _choice(options: tuple[str, ...], label: str) -> Convert:
@@ -818,6 +843,9 @@ _GROUP = _Section(
         "retries": _Opt(_integer(0, 100)),
         "retry_backoff": _Opt(_duration),
         "rollout": _Opt(_rollout_section(), nullable=True),
+        "kind": _Opt(_choice(KINDS, "device kind")),
+        "full_topic": _Opt(_full_topic),
+        "minimal_image": _Opt(_ident),
     },
 )
 _DEVICE = _Section(
@@ -826,6 +854,10 @@ _DEVICE = _Section(
         "group": _Opt(_ident, nullable=True),
         "password": _Opt(_password, nullable=True),
         "name": _Opt(_string(empty_ok=True)),
+        "kind": _Opt(_choice(KINDS, "device kind")),
+        "topic": _Opt(_tasmota_topic),
+        "full_topic": _Opt(_full_topic),
+        "mac": _Opt(_mac),
     },
 )
 _TOP: Mapping[str, _Opt] = MappingProxyType(
@@ -881,10 +913,78 @@ def _unknown_ref(what: str, name: str, known: list[str]) -> str:
     return f"{message}: no {what}s are defined (add it under {what}s:)"
 
 
-def _cross_check(r: _Reader, values: Mapping[str, Any]) -> None:
+_TASMOTA_DEVICE_KEYS = ("topic", "full_topic", "mac")
+_TASMOTA_GROUP_KEYS = ("full_topic", "minimal_image")
+
+
+def _resolve_kinds(r: _Reader, values: dict[str, Any]) -> None:
+    """A device without ``kind`` takes its group's; a Tasmota device's FullTopic comes from it,
+    its group or Tasmota's default. Done first, so every later check sees the kinds in force."""
+    groups: Mapping[str, Group] = values.get("groups", {})
+    devices: Mapping[str, Device] = values.get("devices", {})
+    resolved = {}
+    for device_id, device in devices.items():
+        group = groups.get(device.group) if device.group else None
+        if f"devices.{device_id}.kind" not in r.lines and group is not None and group.kind is not None:
+            device = dataclasses.replace(device, kind=group.kind)
+        if device.kind == "tasmota" and device.full_topic is None:
+            full = group.full_topic if group is not None and group.full_topic else tasmota.DEFAULT_FULL_TOPIC
+            device = dataclasses.replace(device, full_topic=full)
+        resolved[device_id] = device
+    if devices:
+        values["devices"] = MappingProxyType(resolved)
+
+
+def _check_kinds(r: _Reader, values: Mapping[str, Any]) -> None:
+    """Kind-specific options only where that kind is in force; Tasmota's topics and OtaUrl fit."""
+    groups: Mapping[str, Group] = values.get("groups", {})
+    devices: Mapping[str, Device] = values.get("devices", {})
+    images: Mapping[str, Image] = values.get("images", {})
+    for name, group in groups.items():
+        for key in _TASMOTA_GROUP_KEYS:
+            path = f"groups.{name}.{key}"
+            if getattr(group, key) is not None and group.kind != "tasmota":
+                r.add(r.lines[path], path, f"'{key}' is a Tasmota setting; add kind: tasmota to the group")
+        if group.minimal_image is not None:
+            path = f"groups.{name}.minimal_image"
+            minimal = images.get(group.minimal_image)
+            if minimal is None:
+                r.add(r.lines[path], path, _unknown_ref("image", group.minimal_image, list(images)))
+            elif minimal.platform != "esp8266":
+                r.add(r.lines[path], path, f"image {group.minimal_image!r} is for {minimal.platform}: only the "
+                      "ESP8266 takes the two-step minimal upgrade (an ESP32 uses its safeboot partition)")
+    server = values.get("server")
+    public_url = server.public_url if server is not None else ServerConfig().public_url
+    seen: dict[tuple[str, str], str] = {}
+    for device_id, device in devices.items():
+        if device.kind != "tasmota":
+            for key in _TASMOTA_DEVICE_KEYS:
+                path = f"devices.{device_id}.{key}"
+                if path in r.lines and path not in r.failed:
+                    r.add(r.lines[path], path, f"'{key}' is a Tasmota setting, and this device's kind is "
+                          f"{device.kind}; add kind: tasmota, or remove the line")
+            continue
+        where = tasmota.Topics(device.tasmota_topic, device.full_topic or tasmota.DEFAULT_FULL_TOPIC)
+        layout = (where.command(""), where.stat(""))
+        if layout in seen:
+            path = f"devices.{device_id}"
+            r.add(r.lines[path], path, f"uses the same Tasmota topics ({where.command('')}…) as device "
+                  f"{seen[layout]!r}; give one of them its own topic")
+        seen.setdefault(layout, device_id)
+        length = tasmota.url_length(public_url, device_id, tokens.TOKEN_CHARS)
+        if length > tasmota.OTAURL_LIMIT:
+            path = f"devices.{device_id}"
+            r.add(r.lines[path], path, f"its download URL would be {length} characters, and Tasmota's OtaUrl "
+                  f"keeps only {tasmota.OTAURL_LIMIT}: shorten server.public_url (e.g. an IP address instead "
+                  f"of a host name) or the device id by {length - tasmota.OTAURL_LIMIT}")
+
+
+def _cross_check(r: _Reader, values: dict[str, Any]) -> None:
     """Second stage: references between sections, and options that contradict each other."""
     image_ids = r.declared.get("images", [])
     group_ids = r.declared.get("groups", [])
+    _resolve_kinds(r, values)
+    _check_kinds(r, values)
     groups: Mapping[str, Group] = values.get("groups", {})
     devices: Mapping[str, Device] = values.get("devices", {})
     for name, group in groups.items():

@@ -20,6 +20,9 @@ PLATFORMS = esp_image.PLATFORMS  # esp8266, esp32 and each ESP32 variant the ima
 # How an attempt is confirmed: by the device's report of the target version alone, or only when
 # this server also served that device the whole image (a report alone can be forged or mistaken).
 CONFIRM_MODES = ("download+report", "report")
+# How a device is told to update and how it reports (docs/devices.md): the esp_client sketch and
+# the ESPHome snippet speak the tinyota protocol; Tasmota speaks its own (drivers/tasmota.py).
+KINDS = ("tinyota", "tasmota", "esphome")
 ID_PATTERN = r"[A-Za-z0-9_-]+"  # one MQTT topic level and a Home Assistant object id
 # Devices hold ids, image names and the topic prefix in fixed buffers (esp_client/limits.json).
 MAX_ID_LENGTH = 64
@@ -122,6 +125,11 @@ class Group:
     retry_backoff: float = 60.0  # seconds before the first retry; doubles each time
     # Automatic releases go out as a staged rollout (docs/rollouts.md) instead of all at once.
     rollout: Policy | None = None
+    kind: str | None = None  # the default for its devices; None: "tinyota"
+    # Tasmota only: the FullTopic its devices use, and the image whose release of the same version
+    # is served when a device asks for the "-minimal" step of a two-step upgrade (docs/tasmota.md).
+    full_topic: str | None = None
+    minimal_image: str | None = None
 
 
 @dataclass(frozen=True)
@@ -130,10 +138,21 @@ class Device:
     group: str | None = None  # a device in no group is tracked but never told to update
     password: Password | None = None  # None: the device cannot download (no account)
     name: str = ""  # display name; falls back to id
+    kind: str = "tinyota"  # one of KINDS; the loader fills in the group's when the device has none
+    # Tasmota only (docs/tasmota.md): its MQTT Topic when it is not the device id, its FullTopic
+    # (the loader fills in the group's, then Tasmota's default), and its MAC (the embedded broker
+    # then holds it to its own discovery topic).
+    topic: str | None = None
+    full_topic: str | None = None
+    mac: str | None = None
 
     @property
     def display_name(self) -> str:
         return self.name or self.id
+
+    @property
+    def tasmota_topic(self) -> str:
+        return self.topic or self.id
 
 
 @dataclass(frozen=True)
