@@ -71,7 +71,7 @@ class Server:
                 cert=str(mqtt.tls.cert) if mqtt.tls and mqtt.tls.cert else None,
                 key=str(mqtt.tls.key) if mqtt.tls and mqtt.tls.key else None,
                 will=(topics.server_availability, b"offline"), online=b"online")
-            subs = [(t, 1) for t in topics.subscriptions()]
+            subs = [(t, 1) for t in self.service.subscriptions()]
             if self.config.homeassistant.enabled:
                 subs.append((self.config.homeassistant.status_topic, 1))
                 # Our discovery configs, to notice (and undo) one written by someone else.

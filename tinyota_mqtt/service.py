@@ -20,6 +20,8 @@ from tinyota_mqtt.core import attempts as att
 from tinyota_mqtt.core import protocol
 from tinyota_mqtt.core.httpauth import parse_basic
 from tinyota_mqtt.core.passwords import Password, Verifier
+from tinyota_mqtt.drivers import Drivers, TasmotaDriver, TinyotaDriver
+from tinyota_mqtt.drivers.tasmota import Download
 from tinyota_mqtt.errors import StateError
 from tinyota_mqtt.fleet.announcer import Announcer
 from tinyota_mqtt.fleet.events import AttemptLog, Events, Listener
@@ -29,6 +31,7 @@ from tinyota_mqtt.fleet.publisher import Bus, NullBus, Publisher
 from tinyota_mqtt.fleet.reports import Reports
 from tinyota_mqtt.fleet.rollouts import Rollouts
 from tinyota_mqtt.fleet.targets import Targets
+from tinyota_mqtt.fleet.tokens import TokenStore
 from tinyota_mqtt.fleet.views import Views
 from tinyota_mqtt.registry import Registry
 from tinyota_mqtt.signing import Signer
@@ -105,12 +108,16 @@ class Service:
         attempts = AttemptLog(self.registry, self.events)
         self.targets = Targets(config, self.store, self.registry)
         self.hass = HassPublisher(config, self.registry, self.targets, self.publisher, clock=clock)
-        self.views = Views(config, self.registry, self.targets)
-        self.announcer = Announcer(config, self.store, self.registry, self.targets, self.publisher,
-                                   attempts, clock=clock, changed=self._device_changed, signer=self.signer)
         self.reports = Reports(config, self.registry, attempts, clock=clock, changed=self._device_changed,
                                version_changed=self._version_changed,
                                install=self._install_command)
+        self.tokens = TokenStore(clock=clock)
+        self.drivers = Drivers(
+            config, TinyotaDriver(config, self.publisher, self.reports, self.signer),
+            TasmotaDriver(config, self.publisher, self.reports, self.registry, self.store, self.tokens, clock=clock))
+        self.views = Views(config, self.registry, self.targets, kind_of=self.drivers.kind_of)
+        self.announcer = Announcer(config, self.store, self.registry, self.targets, self.publisher,
+                                   attempts, clock=clock, changed=self._device_changed, drivers=self.drivers)
         attempts.on_end = self._attempt_ended
         self.guard = RetainedGuard(self.publisher, clock=clock, expected=self._expected_retained)
         self.rollouts = Rollouts(config, self.store, self.registry, self.announcer, self.publisher, self.events,
@@ -172,6 +179,17 @@ class Service:
     def target_release(self, device_id: str) -> Release | None:
         return self.targets.release(device_id)
 
+    def subscriptions(self) -> list[str]:
+        """Every topic filter the MQTT link subscribes to for the devices (Home Assistant's aside)."""
+        return self.topics.subscriptions() + self.drivers.subscriptions()
+
+    def token_download(self, device_id: str, token: str, variant: str) -> Download:
+        """What a Tasmota device's token URL may fetch (``drivers/tasmota.py``)."""
+        return self.drivers.tasmota.download(device_id, token, variant)
+
+    def token_spent(self, token: str, variant: str) -> None:
+        self.tokens.spend(token, variant)
+
     def reconcile(self) -> list[att.Attempt]:
         return self.announcer.reconcile()
 
@@ -211,7 +229,7 @@ class Service:
                 or topic.startswith(self.config.homeassistant.discovery_prefix + "/"):
             self.guard.saw(topic, payload)
             return
-        self.reports.handle_device_message(topic, payload, retained)
+        self.drivers.handle(topic, payload, retained)  # each kind's driver hands its facts to Reports
 
     def _expected_retained(self, topic: str) -> bytes | None:
         """What a retained topic the server owns should hold; None for topics it does not own."""

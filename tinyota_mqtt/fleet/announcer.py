@@ -1,18 +1,19 @@
 """Targets → retained announcements: what each device is told to run, and what is withdrawn.
 
-A device learns of an update only from its retained ``<prefix>/<device>/update`` message. Each
-announcement opens an attempt with a fresh id; the device never retries an id it failed on, so
-the server decides every further try (``core/retry.py``). The attempt is committed before its
-announcement is published (the publisher's outbox): a crash never leaves an announcement on the
-broker whose attempt the server does not know.
+Each announcement opens an attempt with a fresh id; the device never retries an id it failed
+on, so the server decides every further try (``core/retry.py``). How a device is told is its
+kind's driver's business (``drivers/``): an esp_client device by its retained
+``<prefix>/<device>/update`` message, a Tasmota device by commands. Either way the attempt is
+committed before anything is published (the publisher's outbox): a crash never leaves an
+announcement on the broker whose attempt the server does not know.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import secrets
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 from tinyota_mqtt.config.model import Config
 from tinyota_mqtt.core import attempts as att
@@ -22,8 +23,10 @@ from tinyota_mqtt.fleet.events import AttemptLog
 from tinyota_mqtt.fleet.publisher import Publisher
 from tinyota_mqtt.fleet.targets import Targets
 from tinyota_mqtt.registry import Registry
-from tinyota_mqtt.signing import Signer
 from tinyota_mqtt.store import FirmwareStore, Release
+
+if TYPE_CHECKING:
+    from tinyota_mqtt.drivers import Drivers
 
 log = logging.getLogger("tinyota.service")
 
@@ -33,7 +36,7 @@ DEFAULT_ATTEMPT_TIMEOUT = 600.0  # seconds; a device in no group still gets a de
 class Announcer:
     def __init__(self, config: Config, store: FirmwareStore, registry: Registry, targets: Targets,
                  publisher: Publisher, attempts: AttemptLog, *, clock: Callable[[], float],
-                 changed: Callable[[str], None], signer: Signer | None) -> None:
+                 changed: Callable[[str], None], drivers: Drivers) -> None:
         self.config = config
         self.store = store
         self.registry = registry
@@ -43,7 +46,7 @@ class Announcer:
         self.topics = protocol.Topics(config.mqtt.prefix)
         self.clock = clock
         self.changed = changed
-        self.signer = signer
+        self.drivers = drivers
         self._due: dict[str, float] = {}  # retries waiting for their back-off, by device
 
     # -- deciding --------------------------------------------------------------------------------
@@ -177,9 +180,7 @@ class Announcer:
             except NotFound:
                 continue  # reconcile() withdraws it
             if release is not None and attempt.sha256 in (None, release.sha256):
-                self.publisher.publish(self.topics.update(attempt.device),
-                                       self._announcement(attempt.device, release, attempt.id).payload(),
-                                       retain=True)
+                self.drivers.of(attempt.device).republish(attempt, release)
 
     def expected_announcement(self, device_id: str) -> bytes:
         """What the retained update topic of ``device_id`` should hold (b"" for nothing)."""
@@ -205,8 +206,7 @@ class Announcer:
             needs_download=group is not None and group.confirm == "download+report", download=served)
         self.attempts.put(attempt)
         self.registry.update_device(device_id, last_error=None, last_error_at=None)
-        self.publisher.after_commit(self.topics.update(device_id),
-                                    self._announcement(device_id, release, attempt.id).payload())
+        self.drivers.of(device_id).tell(device_id, release, attempt)
         log.info("announced %s %s to %s (attempt %s)", release.image, release.version, device_id, attempt.id)
         self.changed(device_id)
         return attempt
@@ -214,20 +214,10 @@ class Announcer:
     def _withdraw(self, device_id: str, attempt: att.Attempt | None, now: float, why: str) -> None:
         if attempt is not None:
             self.attempts.put(att.cancel(attempt, now, why))
-        self.publisher.after_commit(self.topics.update(device_id), b"")  # an empty retained payload clears it
+        self.drivers.of(device_id).withdraw(device_id, attempt)
         self.changed(device_id)
 
     def _commit(self) -> None:
         """Attempts to disk first, then their announcements (see fleet/publisher.py)."""
         self.registry.flush()
         self.publisher.release()
-
-    def _announcement(self, device_id: str, release: Release, attempt_id: str) -> protocol.Announcement:
-        # The device and image are signed too (docs/protocol.md), so a signature cannot be replayed.
-        ann = protocol.Announcement(
-            id=attempt_id, version=release.version,
-            url=protocol.firmware_url(self.config.server.public_url, release.image, release.version),
-            size=release.size, md5=release.md5, sha256=release.sha256, image=release.image, device=device_id)
-        if self.signer is not None:
-            ann = dataclasses.replace(ann, sig=self.signer.sign(ann.manifest()))
-        return ann

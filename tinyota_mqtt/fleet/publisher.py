@@ -29,6 +29,7 @@ class Publisher:
         self.bus: Bus = NullBus()
         self._sent: dict[str, bytes] = {}  # the last retained payload per topic
         self._outbox: dict[str, bytes] = {}  # retained, waiting for the next commit; newest wins
+        self._commands: list[tuple[str, bytes]] = []  # not retained, waiting likewise; in order
 
     def publish(self, topic: str, payload: bytes, *, retain: bool, force: bool = False) -> None:
         if not force:  # a newer payload supersedes what waited; a forced repair of the old one does not
@@ -43,11 +44,22 @@ class Publisher:
         """Publish ``payload`` retained on ``topic`` once the registry has committed."""
         self._outbox[topic] = payload
 
+    def command_after_commit(self, topic: str, payload: bytes) -> None:
+        """Publish a command (not retained) once the registry has committed, after those before it.
+
+        For devices told by command rather than a retained announcement (Tasmota): the attempt a
+        command starts, and its download token, exist on disk before the device hears of them.
+        """
+        self._commands.append((topic, payload))
+
     def release(self) -> None:
         """Call after a successful flush: send what waited for it."""
         waiting, self._outbox = self._outbox, {}
         for topic, payload in waiting.items():
             self.publish(topic, payload, retain=True)
+        commands, self._commands = self._commands, []
+        for topic, payload in commands:
+            self.bus.publish(topic, payload, retain=False, qos=1)
 
     def sent(self, topic: str) -> bytes | None:
         """What we last published there (retained), or None if nothing."""

@@ -11,6 +11,7 @@ dashboard puts on screen (words, badges, which buttons apply, the progress bar),
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
@@ -100,14 +101,16 @@ def display(view: dict[str, Any]) -> dict[str, Any]:
 
 
 def device_view(config: Config, record: DeviceRecord, current: Attempt | None, newest: Attempt | None,
-                target: str | None) -> dict[str, Any]:
-    """``current``: the open attempt, if any; ``newest``: that, or else the last one that ended."""
+                target: str | None, kind: str | None = None) -> dict[str, Any]:
+    """``current``: the open attempt, if any; ``newest``: that, or else the last one that ended.
+    ``kind``: what is known of an unconfigured device's kind (Tasmota discovery), if anything."""
     device = config.devices.get(record.id)
     image = config.image_of(record.id)
     view = {
         "id": record.id,
         "name": device.display_name if device else record.id,
         "known": device is not None,
+        "kind": device.kind if device else kind,
         "group": device.group if device else None,
         "image": image.name if image else None,
         "online": record.online,
@@ -130,10 +133,12 @@ def device_view(config: Config, record: DeviceRecord, current: Attempt | None, n
 
 
 class Views:
-    def __init__(self, config: Config, registry: Registry, targets: Targets) -> None:
+    def __init__(self, config: Config, registry: Registry, targets: Targets, *,
+                 kind_of: Callable[[str], str | None] = lambda _device: None) -> None:
         self.config = config
         self.registry = registry
         self.targets = targets
+        self.kind_of = kind_of
 
     def device_ids(self) -> list[str]:
         """Configured devices first (in config order), then unknown ones that reported."""
@@ -144,4 +149,4 @@ class Views:
         current = self.registry.open_attempt(device_id)
         newest = current or self.registry.last_attempt(device_id)
         return device_view(self.config, self.registry.device(device_id), current, newest,
-                           self.targets.version(device_id))
+                           self.targets.version(device_id), self.kind_of(device_id))

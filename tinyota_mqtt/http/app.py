@@ -17,7 +17,7 @@ from tinyota_mqtt.config.model import Config, IPNetwork
 from tinyota_mqtt.core import forwarded
 from tinyota_mqtt.core.throttle import LoginThrottle
 from tinyota_mqtt.errors import TinyOTAError
-from tinyota_mqtt.http import api, dashboard, firmware, rollouts
+from tinyota_mqtt.http import api, dashboard, firmware, rollouts, tokens
 from tinyota_mqtt.http.base import BaseHandler
 from tinyota_mqtt.service import Service
 
@@ -40,6 +40,7 @@ def make_app(service: Service, **settings: Any) -> web.Application:
     routes: list[Any] = [
         (rf"/fw/{_ID}/{_VERSION}\.bin", firmware.FirmwareHandler, ctx),
         (r"/firmware\.bin", firmware.SeedFirmwareHandler, ctx),
+        (tokens.ROUTE, tokens.TokenHandler, ctx),  # Tasmota: a download token instead of Basic Auth
         (r"/healthz", api.HealthHandler, ctx),
         (r"/api/releases", api.ReleasesHandler, ctx),
         (rf"/api/releases/{_ID}/{_VERSION}", api.ReleaseHandler, ctx),
@@ -77,8 +78,9 @@ def _log_request(handler: web.RequestHandler, enabled: bool) -> None:
                        "ip=%s%s", who, r.image, r.version, status, handler.sent, seconds, ip, outcome)
         return
     # Never the query string: an upload's notes or a mistaken ?password= stays out of the log.
-    access_log.log(level, "%d %s %s %.1fms ip=%s", status, handler.request.method,
-                   handler.request.path, 1000 * seconds, ip)
+    # A handler whose path holds a secret (a download token) says how to show it.
+    path = handler.log_path() if isinstance(handler, tokens.TokenHandler) else handler.request.path
+    access_log.log(level, "%d %s %s %.1fms ip=%s", status, handler.request.method, path, 1000 * seconds, ip)
 
 
 class CappedHTTPServer(httpserver.HTTPServer):

@@ -10,7 +10,11 @@ grants are the ACL of docs/mosquitto.md, spelled out per role:
   and ``<prefix>/server/rollout/#`` (its rollout sensors) and writes
   ``<prefix>/+/install``;
 - a device (user name = device id, its configured password, plain or hashed) reads its own
-  update topic and writes its own status and availability; nothing else.
+  update topic and writes its own status and availability; nothing else;
+- a Tasmota device (``kind: tasmota``) instead reads its own ``cmnd/<topic>/#`` and the group
+  topic ``cmnd/tasmotas/#``, and writes its own ``stat/<topic>/#``, ``tele/<topic>/#`` and
+  ``tasmota/discovery/<MAC>/#`` (any MAC when the config gives none); the server reads those and
+  Tasmota discovery, and writes its ``cmnd/<topic>/#``.
 
 Nobody gets in without a user name, and ``$`` topics (``$SYS``) are nobody's.
 """
@@ -69,12 +73,28 @@ class Grants:
     write: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class TasmotaLogin:
+    """A Tasmota device's topics, as its FullTopic lays them out (core/tasmota.Topics)."""
+
+    command: str  # e.g. "cmnd/plug-1/"
+    stat: str
+    tele: str
+    group: str  # the group topic's command base, "cmnd/tasmotas/"
+    mac: str | None = None
+
+    def grants(self) -> Grants:
+        discovery = f"tasmota/discovery/{self.mac or '+'}/#"
+        return Grants(read=(self.command + "#", self.group + "#"),
+                      write=(self.stat + "#", self.tele + "#", discovery))
+
+
 class Access:
     """The embedded broker's accounts and ACL, built from the config."""
 
     def __init__(self, *, prefix: str, discovery_prefix: str, status_topic: str,
                  devices: Mapping[str, Password], server_password: Secret, server_client_id: str,
-                 homeassistant: Password | None = None) -> None:
+                 homeassistant: Password | None = None, tasmota: Mapping[str, TasmotaLogin] | None = None) -> None:
         self._prefix = prefix
         self._server_password = server_password
         accounts = dict(devices)
@@ -83,8 +103,12 @@ class Access:
         self._verifier = Verifier(accounts)
         self._devices = frozenset(devices)
         self._homeassistant = homeassistant is not None
-        self._server = Grants(read=(f"{prefix}/#", f"{discovery_prefix}/#", status_topic),
-                              write=(f"{prefix}/#", f"{discovery_prefix}/#"))
+        self._tasmota = dict(tasmota or {})
+        own = self._tasmota.values()
+        self._server = Grants(
+            read=(f"{prefix}/#", f"{discovery_prefix}/#", status_topic, "tasmota/discovery/#",
+                  *(t.stat + "#" for t in own), *(t.tele + "#" for t in own)),
+            write=(f"{prefix}/#", f"{discovery_prefix}/#", *(t.command + "#" for t in own)))
         self._hass = Grants(
             # +/entity: each update entity's availability, which the server decides (core/hass.py)
             read=(f"{discovery_prefix}/#", f"{prefix}/+/state", f"{prefix}/+/entity", f"{prefix}/+/availability",
@@ -131,6 +155,8 @@ class Access:
             return self._server
         if username == HOMEASSISTANT_USER and self._homeassistant:
             return self._hass
+        if username in self._tasmota:
+            return self._tasmota[username].grants()
         if username in self._devices:
             own = f"{self._prefix}/{username}"
             return Grants(read=(f"{own}/update",), write=(f"{own}/status", f"{own}/availability"))

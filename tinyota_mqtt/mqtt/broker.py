@@ -29,9 +29,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from tinyota_mqtt.config.model import Config
+from tinyota_mqtt.core import tasmota
 from tinyota_mqtt.core.passwords import Secret
 from tinyota_mqtt.errors import BrokerError
-from tinyota_mqtt.mqtt.access import Access
+from tinyota_mqtt.mqtt.access import Access, TasmotaLogin
 
 log = logging.getLogger("tinyota.mqtt")
 
@@ -83,6 +84,17 @@ class Gate:
         return why is None
 
 
+def _tasmota_logins(config: Config) -> dict[str, TasmotaLogin]:
+    logins = {}
+    for device in config.devices.values():
+        if device.kind == "tasmota" and device.password is not None:
+            full = device.full_topic or tasmota.DEFAULT_FULL_TOPIC
+            own, group = tasmota.Topics(device.tasmota_topic, full), tasmota.Topics(tasmota.GROUP_TOPIC, full)
+            logins[device.id] = TasmotaLogin(own.command(""), own.stat(""), own.tele(""), group.command(""),
+                                             device.mac)
+    return logins
+
+
 class EmbeddedBroker:
     def __init__(self, host: str, port: int, access: Access) -> None:
         self.host, self.port = host, port
@@ -99,7 +111,7 @@ class EmbeddedBroker:
             prefix=mqtt.prefix, discovery_prefix=hass.discovery_prefix, status_topic=hass.status_topic,
             devices={d.id: d.password for d in config.devices.values() if d.password is not None},
             server_password=server_password, server_client_id=mqtt.client_id,
-            homeassistant=mqtt.embedded_homeassistant_password)
+            homeassistant=mqtt.embedded_homeassistant_password, tasmota=_tasmota_logins(config))
         return cls(mqtt.embedded_host, mqtt.embedded_port, access)
 
     async def start(self) -> None:
