@@ -83,6 +83,7 @@ class TasmotaDriver:
         self.tokens = tokens
         self.clock = clock
         self.discovered: dict[str, Discovered] = {}  # by MAC
+        self._told_offline: set[str] = set()  # attempts whose commands went out while the device was away
         self._topics: dict[str, tasmota.Topics] = {}
         self._by_base: dict[str, str] = {}  # "stat/<topic>/" and "tele/<topic>/" → device id
         for device in config.devices.values():
@@ -114,6 +115,8 @@ class TasmotaDriver:
             return self.store.latest(group.minimal_image)
 
     def tell(self, device_id: str, release: Release, attempt: att.Attempt) -> None:
+        if not self.registry.device(device_id).online:
+            self._told_offline.add(attempt.id)  # it cannot hear a command now: tell it when it is back
         self._send(device_id, release, attempt, self.publisher.command_after_commit)
 
     def _send(self, device_id: str, release: Release, attempt: att.Attempt,
@@ -144,13 +147,14 @@ class TasmotaDriver:
     def download(self, device_id: str, token: str, variant: str) -> Download:
         """Which release a request on ``/t/<device>/<token>/…`` gets, or why it gets none."""
         grant = self.tokens.lookup(token)
-        why = tk.refusal(grant, device_id, variant, self.clock())
+        why = tk.refusal(grant, device_id, variant, self.tokens.clock())
         if why is None and grant is not None:
             current = self.registry.open_attempt(device_id)
             if current is None or current.id != grant.attempt:
                 why = "the token's attempt is over"
         if why is not None or grant is None:
             log.warning("%s: download refused (token %s): %s", device_id, tk.mask(token), why)
+            self._own_retry(device_id, grant, variant)
             return Download(None, variant, why or "unknown download token")
         try:
             if variant == tk.MINIMAL:
@@ -163,6 +167,34 @@ class TasmotaDriver:
         if variant == tk.FULL and release.sha256 != grant.sha256:
             return Download(None, variant, "the release was replaced since the token was minted", status=404)
         return Download(release, variant)
+
+    def _own_retry(self, device_id: str, grant: tk.Grant | None, variant: str) -> None:
+        """A refusal that says what went wrong on the device: tell Reports, which fails the attempt.
+
+        Tasmota retries a failed upgrade by fetching the same URL again (up to five tries): a
+        device that asks again for a file it took whole could not flash it (MD5, header, flash
+        write), and its own final word would only be this refusal. And a device asking for the
+        minimal file when none is released has an image too big for its flash.
+        """
+        if grant is None or grant.device != device_id or grant.revoked is not None:
+            return
+        current = self.registry.open_attempt(device_id)
+        if current is None or current.id != grant.attempt:
+            return
+        try:
+            release = self.store.get(grant.image, grant.version)
+        except NotFound:
+            return
+        if variant in grant.served:
+            reason = (f"the device took the {variant} image whole and asked for it again: Tasmota retries "
+                      "after it could not flash an image (MD5, header or flash error; its console says which)")
+        elif variant == tk.MINIMAL and grant.minimal_image is None:
+            group = self.config.group_of(device_id)
+            reason = ("the image does not fit the device's free flash and no minimal image is released for "
+                      f"it (set groups.{group.name if group else '…'}.minimal_image, docs/tasmota.md)")
+        else:
+            return
+        self.reports.download_refused(device_id, release, reason)
 
     # -- listening -------------------------------------------------------------------------------
 
@@ -194,7 +226,8 @@ class TasmotaDriver:
         if not online:
             return
         attempt = self.registry.open_attempt(device_id)
-        if attempt is not None and tasmota.tell_again(attempt.state, live):
+        if attempt is not None and attempt.id in self._told_offline and tasmota.tell_again(attempt.state, live):
+            self._told_offline.discard(attempt.id)
             # It was offline when told: commands are not retained, so tell it again now.
             image = self.config.image_of(device_id)
             try:
@@ -222,9 +255,16 @@ class TasmotaDriver:
         upgrade = tasmota.upgrade_of(body)
         if upgrade is None:
             return  # a reply to some other command (OtaUrl's echo, POWER, …): nothing to do here
+        if retained:
+            return  # a reply belongs to a command of ours, and none of ours is retained
         attempt = self.registry.open_attempt(device_id)
-        if retained or attempt is None:
-            return  # a reply belongs to our command for the open attempt, or to nothing we know
+        if attempt is None and upgrade.outcome == "failed":
+            # Tasmota's last word after the server already failed the attempt (it refused a retry):
+            # Reports keeps both reasons.
+            last = self.registry.last_attempt(device_id)
+            attempt = last if last is not None and last.state == att.FAILED else None
+        if attempt is None:
+            return
         if upgrade.outcome == "started":
             log.info("%s: Tasmota started attempt %s (it runs %s)", device_id, attempt.id, upgrade.detail)
             return
