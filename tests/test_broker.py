@@ -316,7 +316,8 @@ def test_the_embedded_acl_is_the_documented_one() -> None:
     logins = {"tinyota": SERVER_USER, "homeassistant": "homeassistant", "%u": "kitchen-1"}
     topics = [f"tinyota/{d}/{kind}" for d in ("kitchen-1", "kitchen-2", "server")
               for kind in ("update", "status", "availability", "state", "install")]
-    topics += ["homeassistant/status", "homeassistant/update/tinyota_kitchen-1/config", "elsewhere/x"]
+    topics += ["homeassistant/status", "homeassistant/update/tinyota_kitchen-1/config", "elsewhere/x",
+               "cmnd/plug/Upgrade", "stat/plug/RESULT", "tele/plug/LWT", "tasmota/discovery/A4CF12ABCDEF/config"]
     for doc_user, login in logins.items():
         rules = [(how, rule.replace("%u", "kitchen-1")) for how, rule in documented[doc_user]]
         for topic in topics:

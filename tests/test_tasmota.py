@@ -12,13 +12,14 @@ import http.client
 import json
 import logging
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import Mosquitto, Probe, ServerThread, wait_until, write_config
+from tests.conftest import Mosquitto, Probe, ServerThread, tinyota, wait_until, write_config
 from tests.tasmota_standin import TasmotaStandIn
 from tinyota_mqtt.config import parse_config
 from tinyota_mqtt.core import attempts as att
@@ -289,8 +290,17 @@ def test_an_unconfigured_tasmota_on_the_broker_is_listed_with_its_version(fleet:
                       and fleet.server.view(f"{fleet.prefix}-stray"), 15, "the unconfigured device's listing")
     assert view["known"] is False and view["kind"] == "tasmota"
     assert f"{fleet.prefix}-stray" in fleet.server.call(fleet.server.service.device_ids)
-    found = fleet.server.service.drivers.tasmota.discovered[stray.mac]
-    assert f"{fleet.prefix}-stray: {{kind: tasmota, group: GROUP, mac: {stray.mac}}}" in found.snippet()
+    snippet = f"  {fleet.prefix}-stray: {{kind: tasmota, group: plugs, mac: {stray.mac}}}"
+    assert view["adopt"] == "devices:\n" + snippet
+    # `tinyota status` lists it and prints what to add; nothing writes the config for the user.
+    before = fleet.server.config_path.read_bytes()
+    shown = tinyota("status", "-c", str(fleet.server.config_path))
+    assert shown.returncode == 0, shown.stderr
+    line = next(row for row in shown.stdout.splitlines() if row.startswith(f"{fleet.prefix}-stray "))
+    assert "(unknown tasmota)" in line and "13.4.0" in line
+    assert f"{fleet.prefix}-stray runs Tasmota 13.4.0 and is not in the config" in shown.stdout
+    assert snippet in shown.stdout
+    assert fleet.server.config_path.read_bytes() == before
 
 
 def test_status_2_is_asked_when_a_device_comes_online_with_an_unknown_version(fleet: Fleet) -> None:
@@ -318,6 +328,55 @@ def test_forged_and_malformed_tasmota_messages_are_logged_once_and_change_nothin
     assert caplog.text.count("ignored Tasmota tele/INFO1") == 1
     view = fleet.server.view("plug-1")
     assert view["installed"] is None and view["online"] is None and view["attempt"] is None
+
+
+# -- the documented mosquitto setup ------------------------------------------------------------------
+
+def documented_acl() -> str:
+    """The ACL of docs/mosquitto.md: the TinyOTA block and the Tasmota device block after it."""
+    text = (Path(__file__).resolve().parent.parent / "docs" / "mosquitto.md").read_text()
+    blocks = re.findall(r"```\n(# TinyOTA ACL\n.*?|user plug-1\n.*?)```", text, re.S)
+    assert len(blocks) == 2, "docs/mosquitto.md lost its ACL blocks"
+    return "\n".join(blocks)
+
+
+def test_the_documented_mosquitto_acl_lets_a_tasmota_update_through_and_nothing_else(
+        tmp_path: Path, servers: Any, probes: Any) -> None:
+    mosq = Mosquitto(tmp_path / "mosquitto", users={"tinyota": "srv-pw", "plug-1": "pw-plug-1",
+                                                   "plug-2": "pw-plug-2"},
+                     acl=documented_acl()).start()
+    try:
+        text = CONFIG.replace("  client_id: tinyota-{prefix}\n", "  client_id: tinyota-{prefix}\n"
+                              "  username: tinyota\n  password: srv-pw\n")
+        text = text.replace("discovery_prefix: {prefix}-ha", "discovery_prefix: homeassistant")
+        text = text.replace("topic: {prefix}-plug-1", "topic: plug-1, mac: A4CF12ABCDEF")
+        server = servers(write_config(tmp_path, mqtt=mosq.url, prefix="tinyota", text=text))
+        wait_until(lambda: server.service.ready, 15, "the server to read the broker's retained state")
+        plug = TasmotaStandIn(mosq.url, "plug-1", mac="A4CF12ABCDEF", username="plug-1",
+                              password="pw-plug-1").start()
+        try:
+            wait_until(lambda: server.view("plug-1")["installed"] == "14.3.0", 15, "its version")
+            release_file(server.config, "plug", "14.4.0", FULL_SIZE)
+            server.call(server.service.install, ["plug-1"], "14.4.0")
+            wait_until(lambda: server.view("plug-1")["installed"] == "14.4.0"
+                       and server.view("plug-1")["attempt"]["state"] == att.SUCCEEDED, 30, "the update")
+            # The device may not speak for another one, nor read another's commands.
+            plug.publish("stat/plug-2/RESULT", {"Upgrade": "Failed forged"})
+            plug.publish(f"{tasmota.DISCOVERY_PREFIX}/000000000000/config", b"{}", retain=True)
+            spy = probes(mosq.url, username="plug-1", password="pw-plug-1", client_id="spy")
+            spy.subscribe("cmnd/#")  # mosquitto grants the subscription but delivers only what the ACL allows
+            for other in ("plug-2", "plug-1"):
+                server.call(lambda o=other: server.service.publisher.publish(f"cmnd/{o}/Status", b"2", retain=False))
+            spy.wait_for("cmnd/plug-1/Status")
+            assert not spy.received("cmnd/plug-2/Status")
+            watcher = probes(mosq.url, username="tinyota", password="srv-pw", client_id="watch")
+            watcher.subscribe("tasmota/discovery/#")
+            watcher.wait_for("tasmota/discovery/A4CF12ABCDEF/config")
+            assert not watcher.received("tasmota/discovery/000000000000/config")
+        finally:
+            plug.stop()
+    finally:
+        mosq.stop()
 
 
 # -- pure rules ----------------------------------------------------------------------------------
@@ -383,7 +442,7 @@ def test_the_embedded_broker_holds_a_tasmota_login_to_tasmotas_own_topics() -> N
     assert access.may_publish("tinyota.server", "cmnd/plug/OtaUrl")
     assert access.may_subscribe("tinyota.server", "stat/plug/+") and access.may_subscribe(
         "tinyota.server", "tasmota/discovery/+/config")
-    assert not access.may_publish("tinyota.server", "cmnd/other/Upgrade")
+    assert not access.may_publish("tinyota.server", "stat/plug/RESULT")  # the device's to write
 
 
 # -- config ---------------------------------------------------------------------------------------

@@ -321,11 +321,15 @@ def cmd_status(args: argparse.Namespace) -> int:
             state = attempt["state"] if attempt["state"] != "pending" else "announced"
         progress = f"{v['progress']}%" if v["progress"] is not None else ""
         online = {True: "yes", False: "no", None: "?"}[v["online"]]
-        group = v["group"] or ("(unknown)" if not v["known"] else "-")
+        group = v["group"] or ("-" if v["known"] else f"(unknown {v['kind']})" if v.get("kind") else "(unknown)")
         rows.append((v["id"], group, online, v["installed"] or "?", v["target"] or "-", state, progress,
                      _ago(v["last_seen"]), _hold(v), _error(v)))
     _table(("DEVICE", "GROUP", "ONLINE", "INSTALLED", "TARGET", "STATE", "PROGRESS", "LAST SEEN", "HOLD",
             "LAST ERROR"), rows)
+    for v in views:
+        if v.get("adopt"):  # a Tasmota device on the broker that the config does not name
+            print(f"\n{v['id']} runs Tasmota {v['installed'] or '?'} and is not in the config; to manage it, "
+                  f"add to {args.config} (docs/tasmota.md):\n{v['adopt']}")
     return 0
 
 

@@ -115,7 +115,8 @@ class Service:
         self.drivers = Drivers(
             config, TinyotaDriver(config, self.publisher, self.reports, self.signer),
             TasmotaDriver(config, self.publisher, self.reports, self.registry, self.store, self.tokens, clock=clock))
-        self.views = Views(config, self.registry, self.targets, kind_of=self.drivers.kind_of)
+        self.views = Views(config, self.registry, self.targets, kind_of=self.drivers.kind_of,
+                           adopt_of=self.drivers.adoption)
         self.announcer = Announcer(config, self.store, self.registry, self.targets, self.publisher,
                                    attempts, clock=clock, changed=self._device_changed, drivers=self.drivers)
         attempts.on_end = self._attempt_ended

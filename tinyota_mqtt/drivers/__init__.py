@@ -34,6 +34,15 @@ class Drivers:
             return device.kind
         return "tasmota" if self.tasmota.discovered_as(device_id) is not None else None
 
+    def adoption(self, device_id: str) -> str | None:
+        """For a Tasmota device only discovery knows: the config.yaml lines that would manage it.
+        Shown, never written: adopting a device is the user's edit of their own file."""
+        if device_id in self.config.devices:
+            return None
+        found = self.tasmota.discovered_as(device_id)
+        return None if found is None else "devices:\n" + found.snippet(next(
+            (name for name, group in self.config.groups.items() if group.kind == "tasmota"), "GROUP"))
+
     def subscriptions(self) -> list[str]:
         found: list[str] = []
         for driver in (self.tinyota, self.tasmota):

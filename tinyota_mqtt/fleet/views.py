@@ -101,9 +101,10 @@ def display(view: dict[str, Any]) -> dict[str, Any]:
 
 
 def device_view(config: Config, record: DeviceRecord, current: Attempt | None, newest: Attempt | None,
-                target: str | None, kind: str | None = None) -> dict[str, Any]:
+                target: str | None, kind: str | None = None, adopt: str | None = None) -> dict[str, Any]:
     """``current``: the open attempt, if any; ``newest``: that, or else the last one that ended.
-    ``kind``: what is known of an unconfigured device's kind (Tasmota discovery), if anything."""
+    ``kind``: what is known of an unconfigured device's kind (Tasmota discovery), if anything;
+    ``adopt``: the config.yaml lines that would make such a device configured."""
     device = config.devices.get(record.id)
     image = config.image_of(record.id)
     view = {
@@ -127,6 +128,7 @@ def device_view(config: Config, record: DeviceRecord, current: Attempt | None, n
         "pinned": pin(config, record),
         "held": record.held,
         "attempt": asdict(newest) if newest else None,
+        "adopt": None if device else adopt,
     }
     view["show"] = display(view)
     return view
@@ -134,11 +136,13 @@ def device_view(config: Config, record: DeviceRecord, current: Attempt | None, n
 
 class Views:
     def __init__(self, config: Config, registry: Registry, targets: Targets, *,
-                 kind_of: Callable[[str], str | None] = lambda _device: None) -> None:
+                 kind_of: Callable[[str], str | None] = lambda _device: None,
+                 adopt_of: Callable[[str], str | None] = lambda _device: None) -> None:
         self.config = config
         self.registry = registry
         self.targets = targets
         self.kind_of = kind_of
+        self.adopt_of = adopt_of
 
     def device_ids(self) -> list[str]:
         """Configured devices first (in config order), then unknown ones that reported."""
@@ -149,4 +153,4 @@ class Views:
         current = self.registry.open_attempt(device_id)
         newest = current or self.registry.last_attempt(device_id)
         return device_view(self.config, self.registry.device(device_id), current, newest,
-                           self.targets.version(device_id), self.kind_of(device_id))
+                           self.targets.version(device_id), self.kind_of(device_id), self.adopt_of(device_id))

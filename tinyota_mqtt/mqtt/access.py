@@ -13,8 +13,9 @@ grants are the ACL of docs/mosquitto.md, spelled out per role:
   update topic and writes its own status and availability; nothing else;
 - a Tasmota device (``kind: tasmota``) instead reads its own ``cmnd/<topic>/#`` and the group
   topic ``cmnd/tasmotas/#``, and writes its own ``stat/<topic>/#``, ``tele/<topic>/#`` and
-  ``tasmota/discovery/<MAC>/#`` (any MAC when the config gives none); the server reads those and
-  Tasmota discovery, and writes its ``cmnd/<topic>/#``.
+  ``tasmota/discovery/<MAC>/#`` (any MAC when the config gives none); the server reads
+  ``stat/#``, ``tele/#`` and ``tasmota/discovery/#`` and writes ``cmnd/#`` (and a custom
+  FullTopic's equivalents).
 
 Nobody gets in without a user name, and ``$`` topics (``$SYS``) are nobody's.
 """
@@ -104,11 +105,15 @@ class Access:
         self._devices = frozenset(devices)
         self._homeassistant = homeassistant is not None
         self._tasmota = dict(tasmota or {})
-        own = self._tasmota.values()
+        # Tasmota's topics have no prefix of ours, and a custom FullTopic puts them anywhere; the
+        # server's rights there are docs/mosquitto.md's, plus whatever each configured layout needs.
+        layouts = [rule for t in self._tasmota.values() for rule in (t.stat + "#", t.tele + "#")
+                   if not rule.startswith(("stat/", "tele/"))]
+        commands = [t.command + "#" for t in self._tasmota.values() if not t.command.startswith("cmnd/")]
         self._server = Grants(
-            read=(f"{prefix}/#", f"{discovery_prefix}/#", status_topic, "tasmota/discovery/#",
-                  *(t.stat + "#" for t in own), *(t.tele + "#" for t in own)),
-            write=(f"{prefix}/#", f"{discovery_prefix}/#", *(t.command + "#" for t in own)))
+            read=(f"{prefix}/#", f"{discovery_prefix}/#", status_topic, "stat/#", "tele/#", "tasmota/discovery/#",
+                  *layouts),
+            write=(f"{prefix}/#", f"{discovery_prefix}/#", "cmnd/#", *commands))
         self._hass = Grants(
             # +/entity: each update entity's availability, which the server decides (core/hass.py)
             read=(f"{discovery_prefix}/#", f"{prefix}/+/state", f"{prefix}/+/entity", f"{prefix}/+/availability",
