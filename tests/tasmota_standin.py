@@ -70,6 +70,8 @@ class TasmotaStandIn:
     setoption4: bool = False
     flash_error: str | None = None  # the Updater refuses what it received, with this reason
     unreachable: bool = False  # the server cannot be reached from the device (a firewall, a wrong route)
+    # Set by a test to hold the minimal build before its download (so the server can go away then).
+    hold_minimal: threading.Event | None = None
     username: str | None = None
     password: str | None = None
     full_topic: str = tasmota.DEFAULT_FULL_TOPIC
@@ -183,6 +185,8 @@ class TasmotaStandIn:
     def _try_upgrade(self, may_use_minimal: bool) -> None:
         loader = False
         error = "Wrong HTTP Code"
+        if self.image == "minimal" and self.hold_minimal is not None:
+            self.hold_minimal.wait(30)
         for _ in range(OTA_ATTEMPTS - 1):  # ota_retry_counter counts down from OTA_ATTEMPTS
             url = tasmota.minimal_url(self.ota_url) if loader and may_use_minimal else self.ota_url
             outcome = self._fetch(url)
@@ -203,25 +207,31 @@ class TasmotaStandIn:
         room = self.minimal_free_space if self.image == "minimal" else self.free_space
         conn = http.client.HTTPConnection(parts.hostname or "", parts.port or 80, timeout=10)
         try:
-            conn.request("GET", parts.path, headers={
-                "User-Agent": "ESP8266-http-Update", "x-ESP8266-free-space": str(room),
-                "x-ESP8266-sketch-size": "600000", "x-ESP8266-chip-size": "1048576",
-                "x-ESP8266-version": f"{self.version}({self.image})", "x-ESP8266-mode": "sketch"})
-            resp = conn.getresponse()
-            if resp.status != 200:
-                resp.read()
-                self.fetches.append(Fetch(url, resp.status))
-                return {403: "Forbidden (403)", 404: "File Not Found (404)"}.get(resp.status, "Wrong HTTP Code")
-            length = int(resp.getheader("Content-Length") or -1)
-            if length <= 0:
-                self.fetches.append(Fetch(url, 200, "no size"))
-                return "Server Did Not Report Size"
-            if length > room:
-                self.fetches.append(Fetch(url, 200, "too big"))
-                return "Not Enough space"  # ESPhttpUpdate stops here, before reading the body
-            body = resp.read()
+            return self._get(conn, url, parts.path, room)
+        except OSError:
+            self.fetches.append(Fetch(url, 0, "connection failed"))
+            return "HTTP error: connection failed"
         finally:
             conn.close()
+
+    def _get(self, conn: http.client.HTTPConnection, url: str, path: str, room: int) -> bytes | str:
+        conn.request("GET", path, headers={
+            "User-Agent": "ESP8266-http-Update", "x-ESP8266-free-space": str(room),
+            "x-ESP8266-sketch-size": "600000", "x-ESP8266-chip-size": "1048576",
+            "x-ESP8266-version": f"{self.version}({self.image})", "x-ESP8266-mode": "sketch"})
+        resp = conn.getresponse()
+        if resp.status != 200:
+            resp.read()
+            self.fetches.append(Fetch(url, resp.status))
+            return {403: "Forbidden (403)", 404: "File Not Found (404)"}.get(resp.status, "Wrong HTTP Code")
+        length = int(resp.getheader("Content-Length") or -1)
+        if length <= 0:
+            self.fetches.append(Fetch(url, 200, "no size"))
+            return "Server Did Not Report Size"
+        if length > room:
+            self.fetches.append(Fetch(url, 200, "too big"))
+            return "Not Enough space"  # ESPhttpUpdate stops here, before reading the body
+        body = resp.read()
         self.fetches.append(Fetch(url, 200, "flashed"))
         if hashlib.md5(body).hexdigest() != resp.getheader("x-MD5"):
             return "Update error: MD5 check failed"

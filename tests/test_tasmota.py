@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import re
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -202,6 +203,27 @@ def test_the_two_step_upgrade_serves_the_minimal_image_then_the_full_one_on_the_
     ]
     assert plug.version == full.version and plug.image == "tasmota" and plug.boots == 3
     assert fleet.commands("plug-1", "Upgrade") == [b"1"]  # one command, one attempt, both steps
+
+
+def test_a_server_restart_between_the_two_steps_picks_the_update_up_where_the_device_is(
+        fleet: Fleet, servers: Any) -> None:
+    full = release_file(fleet.server.config, "plug", "14.4.0", FULL_SIZE)
+    release_file(fleet.server.config, "plug-minimal", "14.4.0", MINIMAL_SIZE)
+    hold = threading.Event()
+    plug = fleet.device("plug-1", version="14.3.0", free_space=full.size - 1, minimal_free_space=2 * full.size,
+                        hold_minimal=hold)
+    wait_until(lambda: fleet.server.view("plug-1")["online"], 10, "the server to see it online")
+    attempt = fleet.install("plug-1", "14.4.0")
+    wait_until(lambda: plug.image == "minimal" and fleet.server.view("plug-1")["attempt"]["state"] == att.FLASHING,
+               30, "the first step")
+    fleet.server.stop()  # its tokens die with it
+    hold.set()  # the minimal build's download finds no server, and it gives up
+    wait_until(lambda: len(plug.fetches) == 2 + 4, 30, "the minimal build's four tries")
+    again = servers(fleet.server.config_path)
+    fleet.server = again
+    done = fleet.outcome("plug-1", att.SUCCEEDED)
+    assert done.id == attempt.id and plug.version == "14.4.0" and plug.image == "tasmota"
+    assert again.call(again.service.registry.device, "plug-1").version == "14.4.0"
 
 
 def test_a_device_offline_when_told_is_told_again_when_it_comes_online(fleet: Fleet) -> None:

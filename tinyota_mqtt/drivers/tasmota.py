@@ -137,6 +137,10 @@ class TasmotaDriver:
     def republish(self, attempt: att.Attempt, release: Release) -> None:
         if tasmota.tell_again(attempt.state, online_live=True):
             self._now(attempt, release)
+        elif self.tokens.for_attempt(attempt.id) is None:
+            # The server restarted during the update and its token is gone. Telling the device
+            # again could flash it twice; ask where it is instead (see _version).
+            self.publisher.publish(self._topics[attempt.device].command("Status"), b"2", retain=False)
 
     def _now(self, attempt: att.Attempt, release: Release) -> None:
         self._send(attempt.device, release, attempt,
@@ -229,16 +233,19 @@ class TasmotaDriver:
         if attempt is not None and attempt.id in self._told_offline and tasmota.tell_again(attempt.state, live):
             self._told_offline.discard(attempt.id)
             # It was offline when told: commands are not retained, so tell it again now.
-            image = self.config.image_of(device_id)
-            try:
-                release = self.store.get(image.name, attempt.version) if image else None
-            except NotFound:
-                release = None
-            if release is not None and release.sha256 == attempt.sha256:
-                log.info("%s: back online before it started attempt %s; telling it again", device_id, attempt.id)
-                self._now(attempt, release)
+            log.info("%s: back online before it started attempt %s; telling it again", device_id, attempt.id)
+            self._tell_release_of(attempt)
         if tasmota.ask_version(live, attempt is not None, self.registry.device(device_id).version is not None):
             self.publisher.publish(self._topics[device_id].command("Status"), b"2", retain=False)
+
+    def _tell_release_of(self, attempt: att.Attempt) -> None:
+        image = self.config.image_of(attempt.device)
+        try:
+            release = self.store.get(image.name, attempt.version) if image else None
+        except NotFound:
+            return  # the announcer withdraws an attempt whose release is gone
+        if release is not None and release.sha256 == attempt.sha256:
+            self._now(attempt, release)
 
     def _version(self, device_id: str, version: tasmota.Version | None, *, live: bool) -> None:
         if version is None:
@@ -248,6 +255,9 @@ class TasmotaDriver:
             # The minimal (or safeboot) build, between the two steps: the update is under way.
             if attempt is not None:
                 self.reports.on_status(device_id, protocol.Status(state="flashing", id=attempt.id), live=live)
+                if live and self.tokens.for_attempt(attempt.id) is None:
+                    # Between the steps across a server restart: no token for its second download.
+                    self._tell_release_of(attempt)
             return
         self.reports.on_status(device_id, protocol.Status(state="idle", version=version.version), live=live)
 
