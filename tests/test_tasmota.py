@@ -57,10 +57,11 @@ groups:
 devices:
   plug-1: {{group: plugs, topic: {prefix}-plug-1, password: pw-plug-1}}
   plug-2: {{group: plugs, topic: {prefix}-plug-2, password: pw-plug-2}}
+  sketch-1: {{group: plugs, kind: tinyota, password: pw-sketch-1}}  # an esp_client board, same image
 """
 FULL_SIZE = 300_000
 MINIMAL_SIZE = 60_000
-PASSWORDS = ("pw-plug-1", "pw-plug-2", "admin-secret")
+PASSWORDS = ("pw-plug-1", "pw-plug-2", "pw-sketch-1", "admin-secret")
 
 
 def release_file(config: Any, image: str, version: str, size: int, *, gzipped: bool = True) -> Any:
@@ -234,6 +235,39 @@ def test_a_device_offline_when_told_is_told_again_when_it_comes_online(fleet: Fl
     fleet.outcome("plug-1", att.SUCCEEDED)
     assert plug.version == "14.4.0"
     assert len(fleet.commands("plug-1", "OtaUrl")) == 2
+
+
+def test_one_rollout_updates_a_tasmota_plug_and_an_esp_client_board_each_by_what_it_reports(
+        fleet: Fleet) -> None:
+    from tinyota_mqtt.core import rollout as ro
+    from tinyota_mqtt.mqtt.simulator import devices_for
+
+    config = fleet.server.config
+    board = devices_for(config, None, "plugs", fleet.broker.url, "14.3.0")
+    board = [sim for sim in board if sim.s.device_id == "sketch-1"]
+    board[0].start()
+    try:
+        plug = fleet.device("plug-1", version="14.3.0")
+        wait_until(lambda: fleet.server.view("plug-1")["online"] and fleet.server.view("sketch-1")["installed"]
+                   == "14.3.0", 15, "both devices")
+        release_file(config, "plug", "14.4.0", FULL_SIZE)
+        policy = ro.Policy(waves=(ro.WaveSpec(devices=("sketch-1",)), ro.parse_wave("rest")))
+        rollout = fleet.server.call(lambda: fleet.server.service.rollouts.start(
+            "plug", "14.4.0", groups=["plugs"], policy=policy, who="test"))
+        for device in ("sketch-1", "plug-1"):
+            fleet.outcome(device, att.SUCCEEDED)
+        assert plug.version == "14.4.0" and board[0].version == "14.4.0"
+        # The board was told by its retained announcement, the plug by Tasmota's commands.
+        assert fleet.everything.last(f"{fleet.prefix}/sketch-1/update") is not None
+        assert fleet.everything.last(f"{fleet.prefix}/plug-1/update") is None
+        assert fleet.commands("plug-1", "Upgrade") == [b"1"]
+        def counted() -> bool:  # the rollout counts both successes (plug-2 never came online)
+            now = fleet.server.call(fleet.server.service.registry.rollout, rollout.id)
+            return all(now.member(d).state == ro.SUCCEEDED for d in ("sketch-1", "plug-1"))
+        wait_until(counted, 15, "the rollout to count both")
+        no_secret_on_the_bus(fleet)
+    finally:
+        board[0].stop()
 
 
 # -- the token ------------------------------------------------------------------------------------
