@@ -151,7 +151,7 @@ def test_the_view_of_a_configured_device_says_what_its_record_and_attempts_say(c
         "online": True, "state": "downloading", "installed": "1.0.0", "target": "2.0.0", "announced": "2.0.0",
         "progress": 42, "last_seen": 5.0, "platform": "esp8285", "free_space": 4096,
         "last_error": "MD5 check failed", "last_error_at": 4.0, "pinned": None, "held": False,
-        "attempt": asdict(downloading)}
+        "attempt": asdict(downloading), "kind": "tinyota", "adopt": None}
 
 
 def test_an_ended_attempt_is_shown_but_nothing_is_announced(config: Config) -> None:

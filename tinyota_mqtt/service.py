@@ -114,7 +114,7 @@ class Service:
         self.tokens = TokenStore(clock=clock)
         self.drivers = Drivers(
             config, TinyotaDriver(config, self.publisher, self.reports, self.signer),
-            TasmotaDriver(config, self.publisher, self.reports, self.registry, self.store, self.tokens, clock=clock))
+            TasmotaDriver(config, self.publisher, self.reports, self.registry, self.store, self.tokens))
         self.views = Views(config, self.registry, self.targets, kind_of=self.drivers.kind_of,
                            adopt_of=self.drivers.adoption)
         self.announcer = Announcer(config, self.store, self.registry, self.targets, self.publisher,

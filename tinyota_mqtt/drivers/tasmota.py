@@ -54,7 +54,8 @@ class Discovered:
 
     def snippet(self, group: str = "GROUP") -> str:
         """What to add under ``devices:`` in config.yaml to manage it (docs/tasmota.md, adoption)."""
-        extra = "" if self.topic == self.id else f", topic: {self.topic}"
+        shown = self.topic if protocol.DEVICE_ID.fullmatch(self.topic) else json.dumps(self.topic)
+        extra = "" if self.topic == self.id else f", topic: {shown}"
         if self.full_topic != tasmota.DEFAULT_FULL_TOPIC:
             extra += f", full_topic: {json.dumps(self.full_topic)}"
         return f"  {self.id}: {{kind: tasmota, group: {group}{extra}, mac: {self.mac}}}"
@@ -74,14 +75,13 @@ class TasmotaDriver:
     kind = "tasmota"
 
     def __init__(self, config: Config, publisher: Publisher, reports: Reports, registry: Registry,
-                 store: FirmwareStore, tokens: TokenStore, *, clock: Callable[[], float]) -> None:
+                 store: FirmwareStore, tokens: TokenStore) -> None:
         self.config = config
         self.publisher = publisher
         self.reports = reports
         self.registry = registry
         self.store = store
-        self.tokens = tokens
-        self.clock = clock
+        self.tokens = tokens  # its clock is the one tokens are judged by
         self.discovered: dict[str, Discovered] = {}  # by MAC
         self._told_offline: set[str] = set()  # attempts whose commands went out while the device was away
         self._topics: dict[str, tasmota.Topics] = {}
