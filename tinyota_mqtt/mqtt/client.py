@@ -49,6 +49,17 @@ def _direct(fn: Callable[..., Any], *args: Any) -> None:
     fn(*args)
 
 
+def no_delay(sock: Any) -> None:
+    """Send each packet at once (TCP_NODELAY), which paho does not ask for.
+
+    With Nagle's algorithm a small packet waits while an earlier one is unacknowledged, and the
+    broker delays its TCP acknowledgement: every state publish and PUBACK of a burst then waits
+    out that delay. The bench saw status ingestion at 714-777 msg/s with it, 2,279-2,715 without.
+    """
+    with contextlib.suppress(OSError, AttributeError):  # not TCP (a test's socketpair)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
 @dataclass(frozen=True)
 class BrokerAddress:
     host: str
@@ -176,6 +187,7 @@ class MqttLink:
                         delay = next_delay(delay, accepted=False)
                     continue
                 self._accepted = False
+                no_delay(sock)
                 self._serve(selector, sock)
                 if self._client.socket() is None and not self._stopping:
                     # A session the broker accepted was lost: try again soon. One it refused
