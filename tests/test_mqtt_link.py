@@ -3,7 +3,9 @@ it hands messages over. The server's behaviour on top of it is in test_mqtt.py."
 
 from __future__ import annotations
 
+import logging
 import socket
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -11,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Mosquitto, wait_until
-from tinyota_mqtt.mqtt.client import LinkSettings, MqttLink
+from tinyota_mqtt.mqtt.client import MAX_BATCH, LinkSettings, MqttLink
 
 
 @pytest.fixture
@@ -24,7 +26,7 @@ def links(broker: Mosquitto) -> Iterator[Callable[..., MqttLink]]:
                         subscriptions, on_message=on_message, **kw)
         made.append(link)
         link.start()
-        assert link.connected.wait(10), "the link did not connect"
+        wait_until(lambda: link.up, 10, "the link to connect")
         return link
 
     yield make
@@ -44,6 +46,55 @@ def test_the_link_reconnects_with_nagle_off_too(links: Any, broker: Mosquitto) -
     link = links([], lambda *_: None)
     first = link._client.socket()
     first.shutdown(socket.SHUT_RDWR)  # the connection drops; the link makes a new one
-    wait_until(lambda: link.connected.is_set() and link._client.socket() not in (None, first), 15,
+    wait_until(lambda: link.up and link._client.socket() not in (None, first), 15,
                "the link to reconnect")
     assert link._client.socket().getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+
+
+def test_a_burst_is_handed_over_in_batches_in_order_and_whole(links: Any, probes: Any, broker: Mosquitto,
+                                                              prefix: str) -> None:
+    """One dispatch per drained read, not one per message: the event loop wakes once per batch."""
+    gate = threading.Event()
+    dispatches: list[int] = []
+    got: list[bytes] = []
+
+    def dispatch(fn: Callable[..., Any], *args: Any) -> None:
+        if args and isinstance(args[0], list):
+            dispatches.append(len(args[0]))
+        fn(*args)
+        gate.wait(10)  # the first batch holds the network thread while the burst piles up
+
+    link = links([(f"{prefix}/burst/#", 0)], lambda _t, payload, _r: got.append(payload), dispatch=dispatch)
+    sender = probes(broker.url)
+    sender.publish(f"{prefix}/burst/first", b"0", qos=1)
+    wait_until(lambda: got, 10, "the first message")
+    count = 3 * MAX_BATCH
+    for n in range(1, count + 1):
+        sender.client.publish(f"{prefix}/burst/{n % 7}", str(n).encode(), qos=0)
+    sender.publish(f"{prefix}/burst/last", b"last", qos=1)  # acknowledged: the broker has routed them all
+    gate.set()
+    wait_until(lambda: got and got[-1] == b"last", 10, "the whole burst")
+    assert got == [str(n).encode() for n in range(count + 1)] + [b"last"]
+    assert dispatches and max(dispatches) <= MAX_BATCH
+    assert len(dispatches) <= 1 + 8 + 2, dispatches  # the first, ~3 full batches, the rest in a few
+    assert link.up
+
+
+def test_a_message_whose_handler_fails_does_not_lose_the_rest_of_its_batch(
+        links: Any, probes: Any, broker: Mosquitto, prefix: str, caplog: Any) -> None:
+    got: list[bytes] = []
+
+    def on_message(_topic: str, payload: bytes, _retained: bool) -> None:
+        if payload == b"bad":
+            raise ValueError("a bug in a handler")
+        got.append(payload)
+
+    links([(f"{prefix}/m", 0)], on_message)
+    sender = probes(broker.url)
+    with caplog.at_level(logging.ERROR, "tinyota.mqtt"):
+        for payload in (b"1", b"bad", b"2"):
+            sender.client.publish(f"{prefix}/m", payload, qos=0)
+        sender.publish(f"{prefix}/m", b"3", qos=1)
+        wait_until(lambda: got[-1:] == [b"3"], 10, "the last message")
+    assert got == [b"1", b"2", b"3"]
+    assert [r.getMessage() for r in caplog.records] == [f"handling a message on {prefix}/m failed"]

@@ -8,8 +8,11 @@ loop API (``loop_read``, ``loop_write``, ``loop_misc``, ``reconnect``). It also 
 records that the TLS layer has already buffered, which a readiness wait alone would miss.
 
 Every callback is handed to the owner through ``dispatch``; the server passes
-``loop.call_soon_threadsafe`` so all its state stays on the event loop thread. ``publish`` may be
-called from any thread: paho queues the packet and wakes our thread to write it.
+``loop.call_soon_threadsafe`` so all its state stays on the event loop thread. Messages go over in
+batches: the thread reads every packet the socket holds (up to ``MAX_BATCH`` messages) and hands
+them over with one ``dispatch``, so a burst of device reports costs the event loop one wake-up
+per read, not one per message. ``publish`` may be called from any thread: paho queues the packet
+and wakes our thread to write it.
 """
 
 from __future__ import annotations
@@ -38,6 +41,11 @@ Dispatch = Callable[..., Any]
 
 FIRST_RETRY = 1.0  # seconds before reconnecting; doubles while the broker stays away or refuses us
 MAX_RETRY = 30.0
+# Messages handed over in one dispatch at most: a broker that never stops sending must not keep
+# our writes (acknowledgements, publishes) and keepalive waiting, nor the loop thread starved.
+MAX_BATCH = 500
+
+Message = tuple[str, bytes, bool]  # topic, payload, retained
 
 
 def next_delay(delay: float, *, accepted: bool) -> float:
@@ -112,6 +120,7 @@ class MqttLink:
         self._dispatch = dispatch
         self._up = threading.Event()  # the one record of whether we are connected: see `up`
         self._session = 0
+        self._inbox: list[Message] = []  # read on our thread, not yet handed over
         self._stopping = False
         self._accepted = False  # the broker accepted the current connection (CONNACK success)
         self._last_problem: str | None = None
@@ -224,12 +233,7 @@ class MqttLink:
                             self._wake_r.recv(4096)
                         continue
                     if mask & selectors.EVENT_READ:
-                        self._client.loop_read()
-                        # TLS may hold whole records already read from the socket: no readiness
-                        # event will announce them, so drain them now.
-                        pending = getattr(sock, "pending", None)
-                        while pending is not None and self._still(sock) and pending() > 0:
-                            self._client.loop_read()
+                        self._read(selector, sock)
                     if mask & selectors.EVENT_WRITE and self._still(sock):
                         self._client.loop_write()
                 if self._still(sock):
@@ -239,6 +243,38 @@ class MqttLink:
         finally:
             with contextlib.suppress(KeyError, ValueError):
                 selector.unregister(sock)
+
+    def _read(self, selector: selectors.BaseSelector, sock: Any) -> None:
+        """Read every packet already waiting (up to a batch), then hand the messages over at once.
+
+        paho's ``loop_read`` reads one packet when nothing of ours awaits an acknowledgement, so
+        a call per readiness event would cost a wait, a wake-up and a dispatch per message.
+        """
+        while True:
+            self._client.loop_read()
+            if len(self._inbox) >= MAX_BATCH or not self._still(sock) or not self._readable(selector, sock):
+                break
+        self._hand_over()
+
+    @staticmethod
+    def _readable(selector: selectors.BaseSelector, sock: Any) -> bool:
+        # TLS may hold whole records already read from the socket: no readiness event announces them.
+        pending = getattr(sock, "pending", None)
+        if pending is not None and pending() > 0:
+            return True
+        return any(key.fileobj is sock and mask & selectors.EVENT_READ for key, mask in selector.select(0))
+
+    def _hand_over(self) -> None:
+        if self._inbox:
+            batch, self._inbox = self._inbox, []
+            self._dispatch(self._deliver, batch)
+
+    def _deliver(self, batch: list[Message]) -> None:
+        for topic, payload, retained in batch:
+            try:
+                self._on_message(topic, payload, retained)
+            except Exception:  # one bad message must not lose the rest of its batch
+                log.exception("handling a message on %s failed", topic)
 
     def _still(self, sock: object) -> bool:
         """Whether paho still uses ``sock`` (it closes and drops it when the connection ends)."""
@@ -273,6 +309,7 @@ class MqttLink:
         else:
             log.info("connected to broker %s as %s", self.address, self.settings.client_id)
         self._last_problem = None
+        self._hand_over()  # what came before, first
         if self._on_connected is not None:
             self._dispatch(self._on_connected)
 
@@ -281,11 +318,12 @@ class MqttLink:
         self._up.clear()
         if was and not self._stopping:
             self._problem(f"lost broker {self.address} ({reason}); reconnecting")
+        self._hand_over()  # the messages read before the connection ended, first
         if self._on_disconnected is not None:
             self._dispatch(self._on_disconnected, str(reason))
 
     def _message(self, _client: paho.Client, _ud: Any, msg: paho.MQTTMessage) -> None:
-        self._dispatch(self._on_message, msg.topic, bytes(msg.payload), bool(msg.retain))
+        self._inbox.append((msg.topic, bytes(msg.payload), bool(msg.retain)))  # see _read
 
     def _problem(self, text: str) -> None:
         # Say each distinct problem once, not once per retry.
