@@ -368,8 +368,8 @@ def test_topics() -> None:
             t.server_availability, t.server_sync] == [
         "p/d/update", "p/d/status", "p/d/availability", "p/d/state", "p/d/install",
         "p/server/availability", "p/server/sync"]
-    assert t.subscriptions() == ["p/+/status", "p/+/availability", "p/+/install", "p/+/update", "p/+/state",
-                                 "p/server/availability", "p/server/sync"]
+    assert t.subscriptions() == ["p/+/status", "p/+/availability", "p/+/install", "p/server/sync"]
+    assert t.guarded() == ["p/+/update", "p/+/state", "p/server/availability"]
     assert protocol.Topics().update("d") == "tinyota/d/update"
     assert t.split("p/" + "d" * 64 + "/status") == ("d" * 64, "status")
     assert t.split("p/" + "d" * 65 + "/status") is None

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Mosquitto, wait_until
-from tinyota_mqtt.mqtt.client import MAX_BATCH, LinkSettings, MqttLink
+from tinyota_mqtt.mqtt.client import MAX_BATCH, LinkSettings, MqttLink, Subscription
 
 
 @pytest.fixture
@@ -98,3 +98,28 @@ def test_a_message_whose_handler_fails_does_not_lose_the_rest_of_its_batch(
         wait_until(lambda: got[-1:] == [b"3"], 10, "the last message")
     assert got == [b"1", b"2", b"3"]
     assert [r.getMessage() for r in caplog.records] == [f"handling a message on {prefix}/m failed"]
+
+
+def test_with_mqtt_5_our_own_publishes_come_back_only_where_asked(broker: Mosquitto, probes: Any,
+                                                                 prefix: str) -> None:
+    got: list[tuple[str, bytes]] = []
+    probes(broker.url).publish(f"{prefix}/guarded", b"someone else's", retain=True)
+    link = MqttLink(LinkSettings(url=broker.url, client_id=f"link-{uuid.uuid4().hex[:8]}", protocol="5"),
+                    [Subscription(f"{prefix}/guarded", qos=0, echo=False), Subscription(f"{prefix}/echoed")],
+                    on_message=lambda topic, payload, _r: got.append((topic, payload)))
+    link.start()
+    try:
+        # Someone else's message comes (and says both subscriptions are in place: one SUBSCRIBE).
+        wait_until(lambda: (f"{prefix}/guarded", b"someone else's") in got, 10, "the other client's message")
+        link.publish(f"{prefix}/guarded", b"ours", retain=False)
+        link.publish(f"{prefix}/echoed", b"ours too", retain=False)  # published after: comes back after
+        wait_until(lambda: (f"{prefix}/echoed", b"ours too") in got, 10, "our echo where one was asked for")
+        assert (f"{prefix}/guarded", b"ours") not in got
+    finally:
+        link.stop()
+
+
+def test_mqtt_3_1_1_sends_qos_1_messages_without_a_window(links: Any) -> None:
+    """paho's default lets 20 QoS 1 messages be unacknowledged and queues the rest: a release to
+    1000 devices waited out 50 round trips. 3.1.1 has no limit to respect (MQTT 5 brokers set one)."""
+    assert links([], lambda *_: None)._client.max_inflight_messages == 0

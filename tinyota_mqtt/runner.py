@@ -19,7 +19,7 @@ from tinyota_mqtt.core.passwords import Secret
 from tinyota_mqtt.http.app import make_app, refuse_default_admin, start_http
 from tinyota_mqtt.mqtt.access import SERVER_USER
 from tinyota_mqtt.mqtt.broker import EmbeddedBroker
-from tinyota_mqtt.mqtt.client import LinkSettings, MqttLink, warn_if_anonymous
+from tinyota_mqtt.mqtt.client import LinkSettings, MqttLink, Subscription, warn_if_anonymous
 from tinyota_mqtt.service import Service
 
 log = logging.getLogger("tinyota")
@@ -71,12 +71,17 @@ class Server:
                 cert=str(mqtt.tls.cert) if mqtt.tls and mqtt.tls.cert else None,
                 key=str(mqtt.tls.key) if mqtt.tls and mqtt.tls.key else None,
                 will=(topics.server_availability, b"offline"), online=b"online")
-            subs = [(t, 1) for t in self.service.subscriptions()]
+            subs = [Subscription(t) for t in self.service.subscriptions()]
+            guarded = topics.guarded()
             if self.config.homeassistant.enabled:
-                subs.append((self.config.homeassistant.status_topic, 1))
+                subs.append(Subscription(self.config.homeassistant.status_topic))
                 # Our discovery configs, to notice (and undo) one written by someone else.
-                subs.append((f"{self.config.homeassistant.discovery_prefix}/update/+/config", 1))
-                subs.append((hass.availability_topic(topics, "+"), 1))  # and the entities' availability
+                guarded.append(f"{self.config.homeassistant.discovery_prefix}/update/+/config")
+                guarded.append(hass.availability_topic(topics, "+"))  # and the entities' availability
+            # The guard needs what others write there, not every publish of ours coming back:
+            # at QoS 0 an echo costs no acknowledgement, and on MQTT 5 the broker sends none.
+            # A message missed while the connection drops is retained and comes again on resubscribe.
+            subs += [Subscription(t, qos=0, echo=False) for t in guarded]
             self.link = MqttLink(settings, subs, on_message=self.service.handle_message,
                                  on_connected=self.service.on_connected,
                                  on_disconnected=self._mqtt_lost, dispatch=loop.call_soon_threadsafe)

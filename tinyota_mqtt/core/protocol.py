@@ -52,10 +52,13 @@ class Topics:
         return f"{self.prefix}/server/sync"
 
     def subscriptions(self) -> list[str]:
-        """What devices say, and the retained topics the server owns (to notice forgeries)."""
+        """What devices say, and the server's own sync marker."""
         return [f"{self.prefix}/+/status", f"{self.prefix}/+/availability", f"{self.prefix}/+/install",
-                f"{self.prefix}/+/update", f"{self.prefix}/+/state", self.server_availability,
                 self.server_sync]
+
+    def guarded(self) -> list[str]:
+        """The retained topics the server owns, watched to notice forgeries (fleet/guard.py)."""
+        return [f"{self.prefix}/+/update", f"{self.prefix}/+/state", self.server_availability]
 
     def split(self, topic: str) -> tuple[str, str] | None:
         """(device, kind) for a topic under the prefix, e.g. ('kitchen-1', 'status')."""

@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from tinyota_mqtt.errors import BrokerError
 
@@ -90,6 +91,15 @@ def broker_address(url: str) -> BrokerAddress:
 
 
 @dataclass(frozen=True)
+class Subscription:
+    topic: str
+    qos: int = 1
+    # False: our own publishes need not come back. MQTT 5 can ask for that (no_local); 3.1.1
+    # cannot, so there the broker still echoes them.
+    echo: bool = True
+
+
+@dataclass(frozen=True)
 class LinkSettings:
     url: str
     client_id: str
@@ -107,14 +117,14 @@ class LinkSettings:
 class MqttLink:
     """A connection that stays up: subscribes and announces itself again after every reconnect."""
 
-    def __init__(self, settings: LinkSettings, subscriptions: Iterable[tuple[str, int]], *,
+    def __init__(self, settings: LinkSettings, subscriptions: Iterable[Subscription | tuple[str, int]], *,
                  on_message: Callable[[str, bytes, bool], None],
                  on_connected: Callable[[], None] | None = None,
                  on_disconnected: Callable[[str], None] | None = None,
                  dispatch: Dispatch = _direct) -> None:
         self.settings = settings
         self.address = broker_address(settings.url)
-        self._subs = list(subscriptions)
+        self._subs = [s if isinstance(s, Subscription) else Subscription(*s) for s in subscriptions]
         self._on_message, self._on_connected = on_message, on_connected
         self._on_disconnected = on_disconnected
         self._dispatch = dispatch
@@ -127,6 +137,12 @@ class MqttLink:
         version = paho.MQTTv5 if settings.protocol == "5" else paho.MQTTv311
         client = paho.Client(CallbackAPIVersion.VERSION2, client_id=settings.client_id,
                              protocol=version)
+        if version == paho.MQTTv311:
+            # paho sends 20 QoS 1 messages at a time by default and holds the rest until an
+            # acknowledgement frees a slot: a release to a thousand devices then waits out fifty
+            # round trips. MQTT 3.1.1 sets no limit; MQTT 5 brokers announce theirs (Receive
+            # Maximum), which paho does not read, so there its default stays.
+            client.max_inflight_messages_set(0)
         if settings.username is not None:
             client.username_pw_set(settings.username, settings.password)
         if self.address.tls:
@@ -298,7 +314,7 @@ class MqttLink:
                              else ""))
             return
         if self._subs:
-            client.subscribe(self._subs)
+            client.subscribe(self._subscribe_args())
         if self.settings.will is not None and self.settings.online is not None:
             client.publish(self.settings.will[0], self.settings.online, qos=1, retain=True)
         self._accepted = True
@@ -324,6 +340,11 @@ class MqttLink:
 
     def _message(self, _client: paho.Client, _ud: Any, msg: paho.MQTTMessage) -> None:
         self._inbox.append((msg.topic, bytes(msg.payload), bool(msg.retain)))  # see _read
+
+    def _subscribe_args(self) -> list[tuple[str, Any]]:
+        if self._client.protocol == paho.MQTTv5:
+            return [(s.topic, SubscribeOptions(qos=s.qos, noLocal=not s.echo)) for s in self._subs]
+        return [(s.topic, s.qos) for s in self._subs]
 
     def _problem(self, text: str) -> None:
         # Say each distinct problem once, not once per retry.
