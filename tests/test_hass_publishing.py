@@ -172,3 +172,55 @@ def test_a_forged_entity_availability_is_put_right(setup: Any) -> None:
     clock.now += 2
     service.tick()
     assert bus.retained[topic] == b"online"
+
+
+def test_a_burst_of_reports_makes_one_state_per_device_and_an_outcome_waits_for_nothing(tmp_path: Path) -> None:
+    """With ``defer`` (the runner's call_soon) states are published once per device and turn of the
+    event loop, from the device's last word; without it (the other tests here), at once."""
+    config = load_config(write_config(tmp_path))
+    turn: list[Any] = []  # what the event loop would run next
+    service = Service(config, defer=turn.append)
+    sent: list[tuple[str, bytes]] = []
+
+    class Counting(Recorder):
+        def publish(self, topic: str, payload: bytes, *, retain: bool, qos: int = 1) -> None:
+            super().publish(topic, payload, retain=retain, qos=qos)
+            sent.append((topic, payload))
+
+    bus = Counting()
+    service.bus = bus
+
+    def end_of_turn() -> None:
+        while turn:
+            turn.pop(0)()
+
+    try:
+        release(config, "kitchen", "2.0.0")
+        for device in ("kitchen-1", "kitchen-2"):
+            service.on_status(device, protocol.Status("idle", "1.0.0"))
+        service.tick()  # announces 2.0.0 to the group
+        end_of_turn()
+        ids = {d: service.registry.open_attempt(d).id for d in ("kitchen-1", "kitchen-2")}  # type: ignore[union-attr]
+        sent.clear()
+        for progress in range(5, 101, 5):  # a burst: 20 reports from each, interleaved
+            for device in ("kitchen-1", "kitchen-2"):
+                service.handle_message(f"tinyota/{device}/status", json.dumps(
+                    {"state": "downloading", "version": "1.0.0", "progress": progress, "id": ids[device]}).encode())
+        assert not [t for t, _ in sent if t.endswith("/state")]  # nothing yet: the turn is not over
+        end_of_turn()
+        states = [t for t, _ in sent if t.endswith("/state")]
+        assert sorted(states) == ["tinyota/kitchen-1/state", "tinyota/kitchen-2/state"]
+        assert state(bus, "kitchen-1")["update_percentage"] == 100 and state(bus, "kitchen-1")["in_progress"]
+        # The outcome: published at the end of the very turn that confirmed it.
+        sent.clear()
+        service.handle_message("tinyota/kitchen-1/status", b'{"state":"idle","version":"2.0.0"}')
+        end_of_turn()
+        assert [t for t, _ in sent if t.endswith("/state")] == ["tinyota/kitchen-1/state"]
+        assert state(bus, "kitchen-1")["installed_version"] == "2.0.0" and not state(bus, "kitchen-1")["in_progress"]
+        # Nothing changed: nothing is published (nor serialised) again.
+        sent.clear()
+        service.handle_message("tinyota/kitchen-1/status", b'{"state":"idle","version":"2.0.0"}')
+        end_of_turn()
+        assert sent == []
+    finally:
+        service.close()

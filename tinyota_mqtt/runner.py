@@ -10,6 +10,7 @@ import contextlib
 import logging
 import secrets
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,11 @@ log = logging.getLogger("tinyota")
 TICK_SECONDS = 0.5
 
 
+def _call_soon(fn: Callable[[], None]) -> None:
+    """The service runs on the event loop thread only: put ``fn`` at the end of the loop's queue."""
+    asyncio.get_running_loop().call_soon(fn)
+
+
 @dataclass(frozen=True)
 class Overrides:
     host: str | None = None
@@ -37,7 +43,7 @@ class Server:
     def __init__(self, config: Config, overrides: Overrides = Overrides()) -> None:
         self.config = config
         self.overrides = overrides
-        self.service = Service(config)
+        self.service = Service(config, defer=_call_soon)
         self.broker: EmbeddedBroker | None = None
         self.link: MqttLink | None = None
         self.port: int = 0

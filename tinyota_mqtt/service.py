@@ -26,7 +26,7 @@ from tinyota_mqtt.errors import StateError
 from tinyota_mqtt.fleet.announcer import Announcer
 from tinyota_mqtt.fleet.events import AttemptLog, Events, Listener
 from tinyota_mqtt.fleet.guard import RetainedGuard
-from tinyota_mqtt.fleet.hass import HassPublisher
+from tinyota_mqtt.fleet.hass import Defer, HassPublisher
 from tinyota_mqtt.fleet.publisher import Bus, NullBus, Publisher
 from tinyota_mqtt.fleet.reports import Reports
 from tinyota_mqtt.fleet.rollouts import Rollouts
@@ -77,7 +77,10 @@ class Principal:
 
 class Service:
     def __init__(self, config: Config, *, store: FirmwareStore | None = None,
-                 registry: Registry | None = None, clock: Callable[[], float] | None = None) -> None:
+                 registry: Registry | None = None, clock: Callable[[], float] | None = None,
+                 defer: Defer | None = None) -> None:
+        """``defer`` runs a callable after the work at hand (the runner: the loop's call_soon);
+        Home Assistant states are then published once per device and turn. None: at once."""
         self.config = config
         self.store = store or FirmwareStore(config.server.store,
                                             max_size=config.server.limits.max_upload_bytes)
@@ -107,7 +110,7 @@ class Service:
         self.publisher = Publisher()
         attempts = AttemptLog(self.registry, self.events)
         self.targets = Targets(config, self.store, self.registry)
-        self.hass = HassPublisher(config, self.registry, self.targets, self.publisher, clock=clock)
+        self.hass = HassPublisher(config, self.registry, self.targets, self.publisher, clock=clock, defer=defer)
         self.reports = Reports(config, self.registry, attempts, clock=clock, changed=self._device_changed,
                                version_changed=self._version_changed,
                                install=self._install_command)
@@ -313,7 +316,7 @@ class Service:
             # publishes every state anyway. 1,000 devices: half a second less to start.
             if self.mqtt_connected:
                 for device_id in self.config.devices:
-                    self.hass.publish_state(device_id)
+                    self.hass.changed(device_id)  # after the announcements above
         if self._synced:
             self.rollouts.tick()
         if self.clock() >= self._next_expiry:
@@ -379,7 +382,7 @@ class Service:
         return self.events.watch(listener)
 
     def _device_changed(self, device_id: str) -> None:
-        self.hass.publish_state(device_id)
+        self.hass.changed(device_id)
         if len(self.events):
             self.events.emit({"type": "device", "device": self.views.device(device_id)})
 

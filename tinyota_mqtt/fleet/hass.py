@@ -7,6 +7,7 @@ What a user sees in HA, and why, is in docs/homeassistant.md.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 from urllib.parse import quote
 
 from tinyota_mqtt.config.model import Config
@@ -18,18 +19,28 @@ from tinyota_mqtt.registry import Registry
 
 ICON_PATH = "/icon.svg"  # served without a login (http/app.py): HA's frontend loads it as an <img>
 
+# Runs a callable soon, after the work at hand (the runner passes the event loop's call_soon).
+Defer = Callable[[Callable[[], None]], Any]
+
 
 class HassPublisher:
     def __init__(self, config: Config, registry: Registry, targets: Targets, publisher: Publisher, *,
-                 clock: Callable[[], float]) -> None:
+                 clock: Callable[[], float], defer: Defer | None = None) -> None:
+        """``defer``: how ``changed`` puts its publishing off until the work at hand is done;
+        None publishes at once."""
         self.config = config
         self.registry = registry
         self.targets = targets
         self.publisher = publisher
         self.clock = clock
+        self.defer = defer
         self.topics = protocol.Topics(config.mqtt.prefix)
         self._removed: set[str] = set()  # removals are retained: once per device and process is enough
         self.base = config.server.public_url.rstrip("/")
+        self._changed: dict[str, None] = {}  # devices whose state waits for flush(), in order
+        # The last state built per device and the payload it made: an unchanged state is not
+        # serialised again only for the publisher to find the same bytes.
+        self._built: dict[str, tuple[hass.EntityState, bytes]] = {}
 
     @property
     def enabled(self) -> bool:
@@ -69,6 +80,28 @@ class HassPublisher:
         topic, payload, retain = hass.discovery(self.config.homeassistant.discovery_prefix, self.topics, entity)
         self.publisher.publish(topic, payload, retain=retain, force=force)
 
+    def changed(self, device_id: str) -> None:
+        """The device's state may have changed: publish it once the work at hand is done.
+
+        A burst of reports (the MQTT link hands them over in batches) or a release to a group
+        then costs one state per device, built from the last word, instead of one per message;
+        an outcome is still published within the same turn of the event loop.
+        """
+        if not self.enabled or device_id not in self.config.devices:
+            return
+        if self.defer is None:
+            self.publish_state(device_id)
+            return
+        if not self._changed:
+            self.defer(self.flush)
+        self._changed[device_id] = None
+
+    def flush(self) -> None:
+        """Publish the state of every device ``changed`` since the last flush."""
+        waiting, self._changed = self._changed, {}
+        for device_id in waiting:
+            self.publish_state(device_id)
+
     def publish_state(self, device_id: str, *, force: bool = False) -> None:
         """The entity's state and availability, as the registry says now."""
         if not self.enabled or device_id not in self.config.devices:
@@ -92,8 +125,12 @@ class HassPublisher:
             in_progress=busy, percentage=percentage,
             title=(image.description or image.name) if image else "Firmware",
             notes=offered.notes if offered else "", release_url=release_url)
-        topic, payload, retain = hass.state(self.topics, device_id, entity)
-        self.publisher.publish(topic, payload, retain=retain, force=force)
+        built = self._built.get(device_id)
+        topic = self.topics.state(device_id)
+        if force or built is None or built[0] != entity or self.publisher.sent(topic) != built[1]:
+            topic, payload, retain = hass.state(self.topics, device_id, entity)
+            self._built[device_id] = (entity, payload)
+            self.publisher.publish(topic, payload, retain=retain, force=force)
         self.publish_availability(device_id, force=force)
 
     def publish_availability(self, device_id: str, *, force: bool = False) -> None:
@@ -113,4 +150,6 @@ class HassPublisher:
         if not self.enabled:
             return
         for attempt in self.registry.open_attempts():
-            self.publish_availability(attempt.device)
+            # Only a device that is offline mid-update can change with time (its reboot grace).
+            if self.registry.device(attempt.device).online is False:
+                self.publish_availability(attempt.device)
