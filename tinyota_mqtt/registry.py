@@ -15,7 +15,7 @@ import contextlib
 import json
 import sqlite3
 from collections.abc import Iterable
-from dataclasses import astuple, dataclass, fields, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -318,5 +318,7 @@ class Registry:
                    f"VALUES ({', '.join('?' for _ in _DEVICE_COLUMNS)})")
         att_sql = (f"INSERT OR REPLACE INTO attempts ({', '.join(_ATTEMPT_COLUMNS)}) "
                    f"VALUES ({', '.join('?' for _ in _ATTEMPT_COLUMNS)})")
-        self._db.executemany(dev_sql, [astuple(d) for d in devices])
-        self._db.executemany(att_sql, [astuple(a) for a in attempts])
+        # Flat rows: getattr, not dataclasses.astuple, which deep-copies every value (a release to
+        # a thousand devices flushes a thousand attempts at once).
+        self._db.executemany(dev_sql, [tuple(getattr(d, c) for c in _DEVICE_COLUMNS) for d in devices])
+        self._db.executemany(att_sql, [tuple(getattr(a, c) for c in _ATTEMPT_COLUMNS) for a in attempts])

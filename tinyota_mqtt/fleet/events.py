@@ -55,7 +55,8 @@ class AttemptLog:
                 log.log(level, "%s: update to %s %s%s%s", attempt.device, attempt.version,
                         attempt.state, " (confirmed late)" if attempt.late else "",
                         f" ({attempt.error})" if attempt.error else "")
-            body = asdict(attempt)
-            self.events.emit({"type": "attempt", "attempt": {**body, "show": attempt_display(body)}})
+            if len(self.events):  # asdict deep-copies: only for someone watching
+                body = asdict(attempt)
+                self.events.emit({"type": "attempt", "attempt": {**body, "show": attempt_display(body)}})
             if attempt.state in att.FINAL and attempt.state != att.CANCELLED and self.on_end is not None:
                 self.on_end(attempt)
