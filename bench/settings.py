@@ -26,8 +26,8 @@ class Settings:
     fast_repeats: int = 5  # rounds; each round runs every server once per cell, in rotating order
     fast_seconds: float = 0.5  # per cell and server: launch requests for this long, then finish them
     fast_request_cap: int = 100_000
-    # 3. announcement fan-out
-    fanout_devices: int = 1000
+    # 3. announcement fan-out, for each fleet size (the first is the one the targets name)
+    fanout_ns: tuple[int, ...] = (1000, 5000)
     fanout_repeats: int = 3
     fanout_image: int = 64 * KiB
     # 4. status ingestion
@@ -49,6 +49,7 @@ class Settings:
     rollout_image: int = 64 * KiB
     # 6. footprint
     footprint_open: int = 1000
+    footprint_larger: int = 5000  # a second tinyota config this big: start time and idle RSS
     start_repeats: int = 5
     hold_rate: float = 8 * KiB  # slow enough that every download is still open while we measure
     settle_seconds: float = 2.0  # after start (tinyota: past announcing, HA discovery) before idle RSS
@@ -61,9 +62,9 @@ QUICK = Settings(
     quick=True,
     slow_ns=(20,), slow_size=128 * KiB, slow_rate=256 * KiB,
     fast_concurrency=(1, 4), headline_concurrency=4, fast_repeats=2, fast_seconds=0.2, fast_request_cap=8,
-    fanout_devices=50, fanout_repeats=1,
+    fanout_ns=(50, 100), fanout_repeats=1,
     ingest_devices=50, ingest_messages=5,
     wave_devices=5, wave_image=64 * KiB, wave_repeats=1,
-    footprint_open=50, start_repeats=2, settle_seconds=0.5, sample_seconds=0.5,
+    footprint_open=50, footprint_larger=100, start_repeats=2, settle_seconds=0.5, sample_seconds=0.5,
     rollout_devices=40, rollout_soak=1.0, rollout_halt_min=2,
 )

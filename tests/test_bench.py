@@ -53,6 +53,8 @@ def test_quick_bench_writes_every_figure(tmp_path: Path) -> None:
             assert cell[server]["mb_s"] > 0 and cell[server]["req_s"] > 0
         assert cell["tinyota_vs_nginx"] and cell["tinyota_vs_stdlib-threaded"] and cell["tinyota_vs_stdlib-single"]
     assert results["fanout"]["fanout_s"] > 0 and results["fanout"]["floor_s"] > 0
+    assert [size["devices"] for size in results["fanout"]["sizes"]] == [50, 100]
+    assert all(size["fanout_s"] > 0 and size["floor_s"] > 0 for size in results["fanout"]["sizes"])
     ingestion = results["ingestion"]
     assert ingestion["lost"] == 0 and ingestion["registry_complete"] == ingestion["devices"]
     assert results["wave"]["all_succeeded"]
@@ -62,6 +64,8 @@ def test_quick_bench_writes_every_figure(tmp_path: Path) -> None:
     assert set(footprint) == {"tinyota", "nginx", "stdlib-threaded"}
     assert all(r["start_s"] and r["idle_rss_mb"] and r["rss_open_mb"] for r in footprint.values())
     assert all(r["open_downloads"] == results["footprint"]["devices"] for r in footprint.values())
+    larger = results["footprint"]["larger"]
+    assert larger["devices"] == 100 and larger["start_s"] and larger["idle_rss_mb"]
 
     report = (tmp_path / "results.md").read_text()
     for heading in ("## Targets", "## 1. Slow fleet", "## 2. Fast clients", "## 3. Announcement fan-out",

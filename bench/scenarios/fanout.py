@@ -3,7 +3,8 @@
 Each device is a lightweight MQTT connection subscribed to its own ``<prefix>/<id>/update`` at
 QoS 1, as esp_client does. The clock starts when the operator's release begins (the upload to
 ``POST /api/releases``, which announces to auto-update groups before it answers) and stops when
-the last device has received its announcement.
+the last device has received its announcement. Run for each fleet size in ``fanout_ns`` (1,000
+and 5,000), each with a server of its own whose config names that many devices.
 
 The broker floor: the bench itself publishes the same number of retained QoS 1 messages of the
 same size, one per device, from one connection. That is what the broker and these clients cost
@@ -25,7 +26,13 @@ from bench.util import MiB, PeakRss, median, percentile
 
 
 async def run(lab: Lab, s: Settings) -> dict[str, Any]:
-    devices = fleet(s.fanout_devices)
+    sizes = [await one_size(lab, s, n) for n in s.fanout_ns]
+    # The first size's figures at the top level, where the targets table reads them.
+    return {**sizes[0], "sizes": sizes}
+
+
+async def one_size(lab: Lab, s: Settings, count: int) -> dict[str, Any]:
+    devices = fleet(count)
     ids = [d.id for d in devices]
     tiny = lab.tinyota(devices, prefix="fan", auto_update=True)
     floor_prefix = f"floor-{tiny.prefix}"  # topics tinyota does not use
@@ -60,7 +67,7 @@ async def run(lab: Lab, s: Settings) -> dict[str, Any]:
                     t0 = loop.time()
                     await asyncio.to_thread(tiny.upload_release, version, s.fanout_image)
                     posted = loop.time() - t0
-                    await asyncio.wait_for(complete[version].wait(), 60)
+                    await asyncio.wait_for(complete[version].wait(), 60 + count / 50)
                 arrivals = [t - t0 for t in held[version].values()]
                 sample = sample or _announcement_like(version)
                 # the floor: the same count of retained QoS 1 messages straight from one publisher
@@ -69,8 +76,8 @@ async def run(lab: Lab, s: Settings) -> dict[str, Any]:
                 payload = sample.replace(b"FLOOR", floor_version.encode())
                 acks = [publisher.publish(f"{floor_prefix}/{device_id}/update", payload, qos=1, retain=True)
                         for device_id in ids]
-                await asyncio.wait_for(complete[floor_version].wait(), 60)
-                await asyncio.wait_for(asyncio.gather(*(a for a in acks if a is not None)), 60)
+                await asyncio.wait_for(complete[floor_version].wait(), 60 + count / 50)
+                await asyncio.wait_for(asyncio.gather(*(a for a in acks if a is not None)), 60 + count / 50)
                 floor = max(held[floor_version].values()) - t1
                 reps.append({"fanout_s": max(arrivals), "p50_s": percentile(arrivals, 50), "post_s": posted,
                              "floor_s": floor, "peak_rss_mb": rss.peak / MiB})

@@ -1,8 +1,10 @@
 """6. Footprint: how fast each server starts, and what it holds in memory idle and under load.
 
 Start time is spawn → first answer (``/healthz`` 200 for tinyota, any HTTP answer for the peers),
-with the full fleet's config. A bare ``python -c pass`` is timed alongside: it is the floor any
-Python server pays before its first line runs. "Open downloads" are devices reading so slowly
+with the full fleet's config; tinyota's start and idle RSS also with a config of
+``footprint_larger`` (5,000) devices, each with an update announced, as in the first. A bare
+``python -c pass`` is timed alongside: it is the floor any Python server pays before its first
+line runs. "Open downloads" are devices reading so slowly
 that every one of them is still mid-download while the RSS is sampled.
 """
 
@@ -72,4 +74,24 @@ async def run(lab: Lab, s: Settings) -> dict[str, Any]:
         })
         print(f"  footprint {peer.name:<16} start={median(starts):.3f}s idle={idle / MiB:.1f} MB "
               f"with {loaded['open']} open={loaded['rss_mb']:.1f} MB", flush=True)
-    return {"devices": len(devices), "python_start_s": python_floor, "servers": results}
+    larger = await idle_with(lab, s, fleet(s.footprint_larger))
+    return {"devices": len(devices), "python_start_s": python_floor, "servers": results, "larger": larger}
+
+
+async def idle_with(lab: Lab, s: Settings, devices: list[Device]) -> dict[str, Any]:
+    """tinyota's start time and idle RSS with a config naming ``devices``."""
+    tiny = lab.tinyota(devices, prefix="foot")
+    fw = tiny.add_release("1.0.0", 1 * MiB)
+    starts = []
+    for _ in range(s.start_repeats):
+        starts.append(tiny.start(timeout=60))
+        tiny.stop()
+    with running(tiny):
+        tiny.wait_mqtt(timeout=60)
+        tiny.target(fw.version)
+        await asyncio.sleep(s.settle_seconds)
+        idle = tiny.rss()
+    print(f"  footprint tinyota, {len(devices)} devices: start={median(starts):.3f}s idle={idle / MiB:.1f} MB",
+          flush=True)
+    return {"server": "tinyota", "devices": len(devices), "start_s": median(starts), "starts_s": starts,
+            "idle_rss_mb": idle / MiB}

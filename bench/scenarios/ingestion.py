@@ -4,18 +4,22 @@ Progress reports come during an update, so a release is announced to the whole g
 every device knows its announcement ``id`` (it subscribes, as esp_client does) and quotes it.
 
 How we see what the server processed without adding anything to it: while an update is in
-progress, every report changes that device's Home Assistant state (the percentage is in it), and
-tinyota publishes ``<prefix>/<id>/state`` once per report it has handled. An observer subscribed to
-those counts them; the progress values are distinct per device, so no two reports collapse.
+progress, a device's Home Assistant state (``<prefix>/<id>/state``) carries the progress of the
+last report the server handled. tinyota publishes it once per device and turn of its event loop,
+not once per report (a burst of 20 reports from one device may make one state), so the observer
+reads which report each state reflects: the progress values are distinct per report (report k of
+M says k·100/M), a device's reports reach the server in order, so a state that shows report k
+says reports 1..k are in. Processed = the sum over devices of the latest report reflected.
 
-- rate: reports processed ÷ time from the first report sent to the last one processed;
-- backlog at stop: reports sent but not yet processed when the last device finished sending;
-- lost: reports never processed (a broker drops QoS 0 messages for a client that reads too
-  slowly once its queue is full);
+- rate: reports processed ÷ time from the first report sent to the state showing the last one;
+- backlog at stop: reports sent but not yet reflected when the last device finished sending;
+- lost: reports never reflected (a broker drops QoS 0 messages for a client that reads too
+  slowly once its queue is full). A report lost in the middle of a device's burst would hide
+  behind the next one; the registry check below and the end state catch a lost last report;
 - registry: after the write-behind flush, the SQLite file holds every device's last progress.
 
-The broker floor: the same burst on topics tinyota does not subscribe to, counted by an
-observer subscribed to them directly: the broker plus our own clients, no server.
+The broker floor: the same burst on topics tinyota does not subscribe to, counted message by
+message by an observer subscribed to them directly: the broker plus our own clients, no server.
 """
 
 from __future__ import annotations
@@ -70,8 +74,56 @@ class Counter:
             return False
 
 
+class Reflected:
+    """Follows each device's Home Assistant state: which of its reports the server has handled.
+
+    ``count`` is the sum over devices of the latest report a live state reflects; ``reached(n)``
+    fires once it gets to n. ``devices_with(pred)`` counts devices whose last state matches.
+    """
+
+    def __init__(self, messages: int) -> None:
+        self.report_of = {k * 100 // messages: k for k in range(1, messages + 1)}  # progress → report
+        self.latest: dict[str, int] = {}
+        self.last_state: dict[str, dict[str, Any]] = {}
+        self.count = 0
+        self.last = 0.0
+        self._goal: tuple[int, asyncio.Event] | None = None
+
+    def __call__(self, topic: str, payload: bytes, retained: bool, when: float) -> None:
+        if retained or not payload:
+            return
+        device = topic.split("/")[1]
+        state = json.loads(payload)
+        self.last_state[device] = state
+        report = self.report_of.get(state.get("update_percentage")) if state.get("in_progress") else None
+        if report is not None and report > self.latest.get(device, 0):
+            self.count += report - self.latest.get(device, 0)
+            self.latest[device] = report
+            self.last = when
+        if self._goal is not None and self.count >= self._goal[0]:
+            self._goal[1].set()
+
+    def reset(self) -> None:
+        self.count = 0
+        self.latest.clear()
+
+    def devices_with(self, predicate: Callable[[dict[str, Any]], bool]) -> int:
+        return sum(1 for state in self.last_state.values() if predicate(state))
+
+    async def reached(self, n: int, timeout: float) -> bool:
+        event = asyncio.Event()
+        self._goal = (n, event)
+        if self.count >= n:
+            return True
+        try:
+            await asyncio.wait_for(event.wait(), timeout)
+            return True
+        except TimeoutError:
+            return False
+
+
 async def burst(devices: list[MqttLite], topic: Callable[[str], str], messages: int, ids: dict[str, str],
-                counter: Counter, timeout: float) -> dict[str, Any]:
+                counter: Counter | Reflected, timeout: float) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     total = len(devices) * messages
     counter.reset()
@@ -111,7 +163,7 @@ async def run(lab: Lab, s: Settings) -> dict[str, Any]:
     prefix, floor_prefix = tiny.prefix, f"floor-{tiny.prefix}"  # the floor uses topics tinyota ignores
     tiny.add_release("2.0.0", 64 * 1024)  # announced to every device as the server starts
     port = lab.mosquitto.port
-    states, floor_counter = Counter(), Counter()
+    states, floor_counter = Reflected(s.ingest_messages), Counter()
     announced: dict[str, str] = {}
 
     def on_announcement(topic: str, payload: bytes, _retained: bool, _when: float) -> None:
@@ -119,6 +171,7 @@ async def run(lab: Lab, s: Settings) -> dict[str, Any]:
             announced[topic.split("/")[1]] = json.loads(payload)["id"]
 
     timeout = max(30.0, len(ids) * s.ingest_messages / 500)  # generous: even 500 msg/s finishes
+    loop = asyncio.get_running_loop()
     with running(tiny):
         tiny.wait_mqtt()
         observer = await MqttLite("bench-state-observer", states).connect("127.0.0.1", port)
@@ -131,14 +184,15 @@ async def run(lab: Lab, s: Settings) -> dict[str, Any]:
                 await asyncio.gather(*(c.subscribe([(f"{prefix}/{c.client_id}/update", 1)])
                                        for c in clients[start:start + 100]))
             # Devices say "idle" on boot first; wait until the server knows every one of them.
-            await asyncio.sleep(1.0)  # past tinyota's own start-up publishing
-            states.reset()
             for c in clients:
                 c.publish(f"{prefix}/{c.client_id}/status", status(None, "idle"), retain=True)
-            if not await states.reached(len(ids), timeout):
-                raise RuntimeError(f"tinyota handled {states.count} of {len(ids)} boot statuses")
-            if len(announced) != len(ids):
-                raise RuntimeError(f"only {len(announced)} of {len(ids)} devices hold an announcement")
+            deadline = loop.time() + timeout
+            while (known := states.devices_with(lambda st: st.get("installed_version") == "1.0.0")) < len(ids) \
+                    or len(announced) < len(ids):
+                if loop.time() > deadline:
+                    raise RuntimeError(f"tinyota handled {known} of {len(ids)} boot statuses; "
+                                       f"{len(announced)} devices hold an announcement")
+                await asyncio.sleep(0.05)
             floor = await burst(clients, lambda d: f"{floor_prefix}/{d}/status", s.ingest_messages, announced,
                                 floor_counter, timeout)
             async with PeakRss(tiny.pid) as rss:
