@@ -188,7 +188,9 @@ def test_a_burst_of_reports_makes_one_state_per_device_and_an_outcome_waits_for_
             sent.append((topic, payload))
 
     bus = Counting()
-    service.bus = bus
+    service.attach(bus)
+    service.on_connected()
+    service.handle_message("tinyota/server/sync", bus.live["tinyota/server/sync"])
 
     def end_of_turn() -> None:
         while turn:
