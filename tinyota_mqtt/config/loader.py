@@ -726,10 +726,12 @@ def _collection(r: _Reader, spec: _Collection, node: Node, path: str) -> Mapping
         raise _Reported
     entries: dict[str, Any] = {}
     declared = r.declared.setdefault(path, [])
+    seen = set(declared)  # beside the list: a membership test per entry must not scan 5,000 ids
     for key_node, value_node in node.value:
         key = _key(r, key_node, path)
-        if key is None or key in declared:
+        if key is None or key in seen:
             continue
+        seen.add(key)
         declared.append(key)
         entry_path = _join(path, key)
         r.lines[entry_path] = _line(key_node)
