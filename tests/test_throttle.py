@@ -71,6 +71,9 @@ def test_a_costly_check_counts_as_a_failure_before_it_runs() -> None:
     assert throttle.reserve((A, "kitchen-1")) is None  # ...a failure keeps it
     held[1].failed()  # type: ignore[union-attr]  # a second call changes nothing
     assert throttle.retry_after((A, "kitchen-1")) > 0
+    again.succeeded()
+    held[2].succeeded()  # type: ignore[union-attr]
+    assert throttle.retry_after((A, "kitchen-1")) == 0  # all decided: the one failure counts once
 
 
 def test_costly_checks_in_flight_are_bounded_per_address() -> None:
@@ -81,6 +84,66 @@ def test_costly_checks_in_flight_are_bounded_per_address() -> None:
     assert throttle.reserve((B, "kitchen-2")) is not None  # other addresses are not affected
     first.succeeded()
     assert throttle.reserve((A, "kitchen-2")) is not None
+
+
+def test_the_documented_defaults_ten_failures_a_minute_and_four_checks_per_address() -> None:
+    # docs/config.md: "After 10 failures within 60 s ..."; "At most 4 costly checks run or wait per address".
+    clock = Clock()
+    throttle = LoginThrottle(clock=clock)
+    for _ in range(10):
+        assert throttle.retry_after((A, "kitchen-1")) == 0
+        throttle.failed((A, "kitchen-1"))
+    assert throttle.retry_after((A, "kitchen-1")) == 60
+    clock.now = 60.5
+    assert throttle.retry_after((A, "kitchen-1")) == 0
+    held = [throttle.reserve((B, f"kitchen-{i}")) for i in range(4)]
+    assert all(held) and throttle.busy(B)
+    assert throttle.reserve((B, "admin")) is None
+
+
+def test_retry_after_counts_down_and_waiting_it_out_is_enough() -> None:
+    clock = Clock()
+    clock.now = 1000.0  # a monotonic clock is anywhere, not at 0
+    throttle = LoginThrottle(limit=1, window=60, clock=clock)
+    throttle.failed((A, "kitchen-1"))
+    assert throttle.retry_after((A, "kitchen-1")) == 60
+    clock.now = 1030.0
+    wait = throttle.retry_after((A, "kitchen-1"))
+    assert wait == 30
+    clock.now += 29.5
+    assert throttle.retry_after((A, "kitchen-1")) == 1  # half a second left: the shortest wait it says
+    clock.now = 1030.0 + wait
+    assert throttle.retry_after((A, "kitchen-1")) == 0  # whoever waits what it said gets in
+
+
+def test_a_burst_of_undecided_checks_asks_for_a_one_second_wait() -> None:
+    # Reservations resolve within one check; the HTTP layer turns 1 s into "Retry-After: 2" (docs/config.md).
+    throttle = LoginThrottle(limit=2, per_address=10, clock=Clock())
+    assert throttle.reserve((A, "kitchen-1")) and throttle.reserve((A, "kitchen-1"))
+    assert throttle.retry_after((A, "kitchen-1")) == 1
+
+
+def test_one_check_in_flight_per_address_is_given_back_when_it_ends() -> None:
+    throttle = LoginThrottle(per_address=1, clock=Clock())
+    assert not throttle.busy(A)  # an address nobody has seen
+    first = throttle.reserve((A, "kitchen-1"))
+    assert first is not None and throttle.busy(A) and not throttle.busy(B)
+    assert throttle.reserve((A, "admin")) is None
+    first.succeeded()
+    assert not throttle.busy(A)
+    assert throttle.reserve((A, "admin")) is not None
+
+
+def test_a_full_table_forgets_the_longest_quiet_guesser_not_the_one_guessing_now() -> None:
+    clock = Clock()
+    throttle = LoginThrottle(limit=1, window=600, clock=clock, max_tracked=2)
+    for now, address in ((0, "10.0.0.1"), (1, "10.0.0.2"), (2, "10.0.0.1"), (3, "10.0.0.3")):
+        clock.now = now
+        throttle.failed((address, "x"))
+    # .1 guessed first but also last-but-one; .2 has been quiet longest, so it is the one let go.
+    assert throttle.retry_after(("10.0.0.1", "x")) > 0
+    assert throttle.retry_after(("10.0.0.2", "x")) == 0
+    assert throttle.retry_after(("10.0.0.3", "x")) > 0
 
 
 def test_throttle_memory_is_bounded() -> None:

@@ -70,7 +70,9 @@ def mutmut_config(scope: Scope) -> str:
             f"pytest_add_cli_args_test_selection = [{tests}]\n"
             "pytest_add_cli_args = [\"-p\", \"no:cacheprovider\", \"-p\", \"tests.mutation.hypothesis_profile\", "
             "\"-q\", \"-x\", \"-m\", \"not slow\"]\n"
-            "use_git_change_detection = false\n")
+            "use_git_change_detection = false\n"
+            # test_throttle.py reads docs/config.md's nginx example, as a reader would copy it.
+            "also_copy = [\"docs\"]\n")
 
 
 def prepare(workdir: Path, scope: Scope) -> None:
@@ -78,7 +80,7 @@ def prepare(workdir: Path, scope: Scope) -> None:
     it re-judges a mutant only when its function changes, not when a new test could kill it."""
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "mutmut-stats.json").unlink(missing_ok=True)
-    for name in ("tinyota_mqtt", "tests", "mutants"):
+    for name in ("tinyota_mqtt", "tests", "docs", "mutants"):
         target = workdir / name
         if target.exists():
             shutil.rmtree(target)

@@ -64,7 +64,8 @@ class LoginThrottle:
         times = self._failures.get(key)
         if times is None:
             return deque()
-        while times and now - times[0] > self.window:
+        # A failure as old as the window has passed it: retry_after() promised exactly that wait.
+        while times and now - times[0] >= self.window:
             times.popleft()
         if not times:
             del self._failures[key]
