@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import itertools
 import json
 from typing import Any
@@ -85,6 +86,67 @@ def test_password_hash_round_trip() -> None:
     pw = passwords.Password.parse(hashed)
     assert pw.matches("s3cret") and not pw.matches("s3cret ")
     assert "s3cret" not in repr(pw) and "s3cret" not in repr(passwords.Password.parse("s3cret"))
+
+
+# A 15-byte salt whose encoding ends in "X", and lengths whose encodings need 0, 1 or 2 "=" of padding.
+SALTS = [b"\x00" * 14 + b"\x17", *(bytes(range(n)) for n in range(8, 34))]
+
+
+@pytest.mark.parametrize("salt", SALTS, ids=lambda s: f"{len(s)}-bytes")
+def test_any_salt_of_eight_bytes_or_more_makes_a_hash_the_config_accepts(salt: bytes) -> None:
+    hashed = passwords.hash_password("s3cret", iterations=1000, salt=salt)
+    scheme, rounds, salt_text, digest_text = hashed.split("$")
+    # The documented shape: unpadded URL-safe base64, so it pastes into YAML as it is.
+    assert (scheme, rounds) == ("pbkdf2_sha256", "1000") and "=" not in hashed
+    assert base64.urlsafe_b64decode(salt_text + "==") == salt
+    assert base64.urlsafe_b64decode(digest_text + "=") == hashlib.pbkdf2_hmac("sha256", b"s3cret", salt, 1000)
+    assert passwords.check_hash_format(hashed) is None
+    assert passwords.Password.parse(hashed).matches("s3cret")
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    ("pbkdf2_sha1$1000$AAAAAAAAAAA$" + "A" * 43, "expected pbkdf2_sha256$"),  # another scheme, right shape
+    ("pbkdf2_sha256$1000$AAAAAAAAAAA$" + "A" * 43 + "$x", "expected pbkdf2_sha256$"),
+    ("pbkdf2_sha256$many$AAAAAAAAAAA$" + "A" * 43, "iterations"),
+    ("pbkdf2_sha256$999$AAAAAAAAAAA$" + "A" * 43, "iterations"),
+    ("pbkdf2_sha256$10000001$AAAAAAAAAAA$" + "A" * 43, "iterations"),
+    ("pbkdf2_sha256$1000$AAAAAA$" + "A" * 43, "salt must be at least 8 bytes"),
+    ("pbkdf2_sha256$1000$AAAAAAAAAAA$" + "A" * 42, "the hash 32 bytes"),
+    ("pbkdf2_sha256$1000$AAAAA$" + "A" * 43, "base64"),
+])
+def test_a_bad_hash_in_the_config_is_named(text: str, problem: str) -> None:
+    why = passwords.check_hash_format(text)
+    assert why is not None and problem in why
+
+
+def test_iterations_from_1000_to_10000000_are_accepted() -> None:
+    # The error message states the range; both ends are in it.
+    salt, digest = "A" * 11, "A" * 43
+    assert passwords.check_hash_format(f"pbkdf2_sha256$1000${salt}${digest}") is None
+    assert passwords.check_hash_format(f"pbkdf2_sha256$10000000${salt}${digest}") is None
+
+
+def test_a_secret_is_masked_when_printed() -> None:
+    secret = passwords.Secret("hunter2")
+    assert "hunter2" not in repr(secret) and "hunter2" not in str(secret) and "hunter2" not in f"{secret}"
+    assert secret.reveal() == "hunter2"
+
+
+def test_a_repeat_login_runs_no_kdf(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The module docstring's promise: a fleet logging in on every download pays the KDF once.
+    hashed = passwords.Password.parse(passwords.hash_password("right", iterations=1000))
+    verifier = passwords.Verifier({"dev": hashed})
+    runs: list[int] = []
+    real = hashlib.pbkdf2_hmac
+
+    def counting(*args: Any) -> bytes:
+        runs.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(hashlib, "pbkdf2_hmac", counting)
+    assert verifier.check("dev", "right") and len(runs) == 1
+    assert verifier.check("dev", "right") and verifier.check("dev", "right") and len(runs) == 1
+    assert not verifier.check("dev", "wrong") and len(runs) == 2  # a guess still pays in full
 
 
 def test_verifier_caches_only_successes() -> None:
