@@ -149,6 +149,13 @@ def test_a_repeat_login_runs_no_kdf(monkeypatch: pytest.MonkeyPatch) -> None:
     assert not verifier.check("dev", "wrong") and len(runs) == 2  # a guess still pays in full
 
 
+def test_an_all_plain_config_refuses_unknown_names_without_a_kdf(monkeypatch: pytest.MonkeyPatch) -> None:
+    verifier = passwords.Verifier({"plain": passwords.Password.parse("pw")})
+    monkeypatch.setattr(hashlib, "pbkdf2_hmac", lambda *args: pytest.fail("no hashed account: no KDF"))
+    assert not verifier.check("ghost", "pw") and not verifier.check("ghost", "")
+    assert verifier.check("plain", "pw")
+
+
 def test_verifier_caches_only_successes() -> None:
     hashed = passwords.Password.parse(passwords.hash_password("right", iterations=1000))
     verifier = passwords.Verifier({"dev": hashed, "plain": passwords.Password.parse("pw")})

@@ -42,8 +42,8 @@ class Scope:
     note: str
 
 
-CORE = ("attempts", "retry", "policy", "protocol", "semver", "httpauth", "esp_headers")
-CORE_MORE = ("hass", "image", "throttle", "passwords", "rollout", "forwarded")
+CORE = ("attempts", "retry", "policy", "protocol", "semver", "httpauth", "esp_headers", "passwords")
+CORE_MORE = ("hass", "image", "throttle", "rollout", "forwarded")
 SCOPES = {
     # The pure rules: no I/O, fast tests; CI runs this one (tests/test_mutation.py).
     "core": Scope(tuple(f"tinyota_mqtt/core/{m}.py" for m in CORE),
