@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import http.client
+import logging
+import os
 import socket
 import ssl
 import subprocess
@@ -61,6 +64,45 @@ def test_https_download(tmp_path: Path, certs: Path, servers: Any) -> None:
     with pytest.raises((ConnectionError, http.client.HTTPException, OSError)):
         plain.request("GET", "/healthz")
         plain.getresponse().read()
+
+
+def test_https_bodies_are_copied_not_sent_by_sendfile_and_a_stalled_reader_is_cut(
+        tmp_path: Path, certs: Path, servers: Any, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    # TLS encrypts in user space, so the bytes must pass through Python: the chunked path.
+    from tests.test_sendfile import SendfileSpy, access_line
+    from tinyota_mqtt.runner import Overrides
+
+    spy = SendfileSpy(os.sendfile)
+    monkeypatch.setattr(os, "sendfile", spy)
+    caplog.set_level(logging.INFO)
+    config = tls_config(tmp_path, certs, "mqtt://127.0.0.1:9")
+    config.write_text(config.read_text().replace("  admin:", "  limits: {idle_timeout: 1s}\n  admin:"))
+    srv = servers(config, Overrides(mqtt_url="none"))
+    rel = release(srv.config, "kitchen", "1.0.0", 300_000)
+    context = ssl.create_default_context(cafile=str(certs / "ca.crt"))
+    auth = {"Authorization": basic_header("kitchen-1", "pw-kitchen-1")}
+    conn = http.client.HTTPSConnection("127.0.0.1", srv.server.port, context=context, timeout=10)
+    conn.request("GET", "/fw/kitchen/1.0.0.bin", headers=auth)
+    resp = conn.getresponse()
+    assert resp.status == 200 and hashlib.md5(resp.read()).hexdigest() == rel.md5
+    conn.close()
+    assert spy.count() == 0
+    assert "via=copy" in wait_until(lambda: access_line(caplog, "1.0.0"), 5, "the access log line")
+
+    big = release(srv.config, "kitchen", "1.1.0", 8 * 1024 * 1024)  # more than the buffers hold
+    raw = socket.create_connection(("127.0.0.1", srv.server.port), 10)
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+    tls = context.wrap_socket(raw, server_hostname="127.0.0.1")
+    try:
+        tls.sendall(f"GET /fw/kitchen/1.1.0.bin HTTP/1.0\r\nAuthorization: {auth['Authorization']}\r\n\r\n"
+                    .encode())
+        assert tls.recv(12) == b"HTTP/1.1 200"  # then it reads no more
+        line = wait_until(lambda: access_line(caplog, "1.1.0"), 15, "the stalled download to be cut")
+        assert line.endswith(" stalled") and "via=copy" in line
+    finally:
+        tls.close()
+    assert spy.count() == 0 and big.size > 0
 
 
 # An MQTT 3.1.1 CONNECT (clean session, keep-alive 60 s, client id "probe") and the CONNACK that

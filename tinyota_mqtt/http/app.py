@@ -73,9 +73,10 @@ def _log_request(handler: web.RequestHandler, enabled: bool) -> None:
     if isinstance(handler, firmware.FirmwareHandler) and handler.release is not None:
         who = handler.principal.username if handler.principal else "-"
         r = handler.release
-        outcome = " client-disconnected" if handler.client_gone else ""
+        outcome = " stalled" if handler.stalled else " client-disconnected" if handler.client_gone else ""
+        via = f" via={handler.via}" if handler.via else ""  # sendfile, or copy (TLS)
         access_log.log(level, "download device=%s image=%s version=%s status=%d bytes=%d seconds=%.2f "
-                       "ip=%s%s", who, r.image, r.version, status, handler.sent, seconds, ip, outcome)
+                       "ip=%s%s%s", who, r.image, r.version, status, handler.sent, seconds, ip, via, outcome)
         return
     # Never the query string: an upload's notes or a mistaken ?password= stays out of the log.
     # A handler whose path holds a secret (a download token) says how to show it.

@@ -4,22 +4,29 @@ StaticFileHandler already does the HTTP parts right (Content-Length always, Rang
 If-None-Match → 304, HEAD = GET without a body, and ``await self.flush()`` after every chunk
 so a slow device slows only its own download). What we change is which file a URL means: the
 store looks the release up, so a URL never becomes a path and cannot leave the store; and how
-big the chunks are (see ``get_content``).
+the body travels. On a plain-HTTP connection the kernel sends it (``os.sendfile``, see
+``transfer.FileSender``) once Tornado has written the headers: no chunk is read into Python or
+held per connection. Over HTTPS the bytes must pass through the TLS layer in user space, so they
+go the StaticFileHandler way, in chunks sized to the client's pace (see ``_chunks``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
+import os
 import time
 from collections.abc import Iterator
 from typing import Any
 
-from tornado import web
+from tornado import iostream, web
+from tornado.http1connection import HTTP1Connection
 
 from tinyota_mqtt.core import esp_headers, policy
 from tinyota_mqtt.errors import NotFound
 from tinyota_mqtt.http.base import BaseHandler
+from tinyota_mqtt.http.transfer import FileSender, StallWatch
 from tinyota_mqtt.service import Service
 from tinyota_mqtt.store import Release
 
@@ -30,6 +37,10 @@ DEVICE_CHUNK = 32 * 1024  # what each open download holds in memory while a devi
 FAST_CHUNK = 256 * 1024  # for a client that keeps up with FAST_RATE: fewer trips through the loop
 FAST_RATE = 4_000_000  # bytes/s; ESP cores on Wi-Fi stay well below it
 FAST_AFTER = 256 * 1024  # bytes sent before the rate says anything: socket buffers absorb the start
+# How a send fails when the device went away (reset, or TCP gave up on it): the log line's
+# "client-disconnected" says it, a warning would only repeat it.
+PEER_GONE = frozenset({errno.EPIPE, errno.ECONNRESET, errno.ECONNABORTED, errno.ENOTCONN, errno.ESHUTDOWN,
+                       errno.ETIMEDOUT})
 
 
 class FirmwareHandler(BaseHandler, web.StaticFileHandler):
@@ -40,10 +51,14 @@ class FirmwareHandler(BaseHandler, web.StaticFileHandler):
     def initialize(self, service: Service) -> None:  # type: ignore[override]
         BaseHandler.initialize(self, service)
         web.StaticFileHandler.initialize(self, path=str(service.store.root))
-        self.sent = 0
+        self.sent = 0  # body bytes the kernel took (not merely handed to Tornado)
         self.started = time.monotonic()
         self.client_gone = False
+        self.stalled = False  # cut by the stall watch (limits.idle_timeout)
         self.refusal: str | None = None
+        self.via: str | None = None  # how the body went: "sendfile" or "copy"
+        self._file: tuple[int, int, int] | None = None  # (fd, offset, count) left for _send_file
+        self._sender: FileSender | None = None
 
     def head(self, image: str, version: str) -> Any:  # type: ignore[override]
         return self.get(image, version, include_body=False)
@@ -95,17 +110,96 @@ class FirmwareHandler(BaseHandler, web.StaticFileHandler):
             raise web.HTTPError(403, reason, reason="Forbidden: " + reason)
         if device is not None and include_body:
             self.service.download_started(device, release)
-        await web.StaticFileHandler.get(self, self.service.store.relative_path_of(release), include_body)
+        try:
+            await web.StaticFileHandler.get(self, self.service.store.relative_path_of(release), include_body)
+            if self._file is not None:
+                await self._send_file(*self._file)
+        finally:
+            if self._file is not None:
+                os.close(self._file[0])
+                self._file = None
         if include_body and self.get_status() in (200, 206):
             # StaticFileHandler stops quietly when the client goes away; notice it for the log.
             self.client_gone = self.sent < int(self._headers.get("Content-Length", 0))
             if device is not None and self.get_status() == 200 and not self.client_gone:
                 self.service.download_finished(device, release)  # "download+report" confirms on it
 
+    # -- the body on a plain connection: sendfile --------------------------------------------------
+
+    def _can_sendfile(self) -> bool:
+        """A plain TCP connection that Tornado's HTTP/1 code serves, and no output transform
+        (gzip) that would have to see the bytes."""
+        conn = self.request.connection
+        return (hasattr(os, "sendfile") and isinstance(conn, HTTP1Connection)
+                and type(conn.stream) is iostream.IOStream and conn.stream.socket is not None
+                and not self.application.transforms)
+
+    async def _send_file(self, fd: int, offset: int, count: int) -> None:
+        """Headers through Tornado, then the body by the kernel; the connection stays usable.
+
+        Tornado counts the body bytes it wrote against Content-Length and refuses to finish a
+        response short of it (it closes the connection), so the bytes sent here are counted in
+        for it: its ``_expected_content_remaining``, the one private name this module touches.
+        """
+        conn = self.request.connection
+        assert isinstance(conn, HTTP1Connection)
+        stream = conn.stream
+        try:
+            await self.flush()  # resolves once Tornado's buffer is in the kernel: the socket is ours
+        except iostream.StreamClosedError:
+            return
+        if stream.socket is None or stream.closed():
+            return
+        self.via = "sendfile"
+        watch = StallWatch(self.service.config.server.limits.idle_timeout, self._on_stall)
+        sender = self._sender = FileSender(stream.socket, fd, offset, count, watch.progress)
+        try:
+            await sender.start()
+        except (OSError, EOFError, iostream.StreamClosedError) as exc:
+            if isinstance(exc, EOFError) or (isinstance(exc, OSError) and exc.errno not in PEER_GONE):
+                log.warning("download %s to %s failed: %s; closing the connection",
+                            self.request.path, self.client_address, exc)
+            stream.close()  # the body cannot be completed: the client must see the connection end
+        finally:
+            watch.stop()
+            sender.stop(iostream.StreamClosedError())  # a no-op unless cancelled mid-way
+            self._sender = None
+            self.sent += sender.sent
+        if conn._expected_content_remaining is not None:
+            conn._expected_content_remaining -= sender.sent
+
+    def _on_stall(self, idle: float) -> None:
+        log.warning("download %s to %s took nothing for %.0f s (limits.idle_timeout); closing the connection",
+                    self.request.path, self.client_address, idle)
+        self.stalled = True
+        if self._sender is not None:
+            self._sender.stop(iostream.StreamClosedError())
+        conn = self.request.connection
+        if isinstance(conn, HTTP1Connection) and conn.stream is not None:
+            conn.stream.close()
+
+    def on_connection_close(self) -> None:
+        # The peer went away (or the server is stopping) while the kernel was sending for us.
+        if self._sender is not None:
+            self._sender.stop(iostream.StreamClosedError())
+        super().on_connection_close()
+
     # -- StaticFileHandler hooks -----------------------------------------------------------------
 
     def get_content(self, abspath: str, start: int | None = None,  # type: ignore[override]
                     end: int | None = None) -> Iterator[bytes]:
+        """The body for StaticFileHandler to write: nothing on a plain connection, where the file
+        is opened here (so the bytes are those of the release looked up now, whatever replaces
+        it later) and left for ``_send_file``; over TLS, the file in chunks."""
+        if not self._can_sendfile():
+            self.via = "copy"
+            return self._chunks(abspath, start, end)
+        fd = os.open(abspath, os.O_RDONLY)
+        begin = start or 0
+        self._file = (fd, begin, (self.get_content_size() if end is None else end) - begin)
+        return iter(())
+
+    def _chunks(self, abspath: str, start: int | None, end: int | None) -> Iterator[bytes]:
         """The image in chunks sized to the client's pace.
 
         Every open download holds its current chunk until the client has taken it, and Tornado's
@@ -115,22 +209,28 @@ class FirmwareHandler(BaseHandler, web.StaticFileHandler):
         """
         remaining = None if end is None else end - (start or 0)
         began, sent, size = time.monotonic(), 0, DEVICE_CHUNK
-        with open(abspath, "rb") as file:
-            if start:
-                file.seek(start)
-            while remaining is None or remaining > 0:
-                chunk = file.read(size if remaining is None else min(size, remaining))
-                if not chunk:
-                    return
-                if remaining is not None:
-                    remaining -= len(chunk)
-                handed = time.monotonic()
-                yield chunk  # StaticFileHandler.get writes it and resumes us once it is flushed
-                now = time.monotonic()
-                sent += len(chunk)
-                fast = (sent >= FAST_AFTER and sent > FAST_RATE * (now - began)
-                        and len(chunk) > FAST_RATE * (now - handed))  # and it did not just stall
-                size = FAST_CHUNK if fast else DEVICE_CHUNK
+        watch = StallWatch(self.service.config.server.limits.idle_timeout, self._on_stall)
+        try:
+            with open(abspath, "rb") as file:
+                if start:
+                    file.seek(start)
+                while remaining is None or remaining > 0:
+                    chunk = file.read(size if remaining is None else min(size, remaining))
+                    if not chunk:
+                        return
+                    if remaining is not None:
+                        remaining -= len(chunk)
+                    handed = time.monotonic()
+                    yield chunk  # StaticFileHandler.get writes it and resumes us once it is flushed
+                    watch.progress()
+                    self.sent += len(chunk)
+                    now = time.monotonic()
+                    sent += len(chunk)
+                    fast = (sent >= FAST_AFTER and sent > FAST_RATE * (now - began)
+                            and len(chunk) > FAST_RATE * (now - handed))  # and it did not just stall
+                    size = FAST_CHUNK if fast else DEVICE_CHUNK
+        finally:
+            watch.stop()
 
     def compute_etag(self) -> str | None:
         # The release's sha256 names its bytes exactly; no need to hash the file again per request.
@@ -146,10 +246,6 @@ class FirmwareHandler(BaseHandler, web.StaticFileHandler):
         self.set_header("Content-Disposition",
                         f'attachment; filename="{self.release.image}-{self.release.version}.bin"')
         self.set_header("Cache-Control", "no-cache")
-
-    def write(self, chunk: Any) -> None:
-        self.sent += len(chunk)
-        super().write(chunk)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         # ESP cores and curl read the status; a short text body says why for a human.
