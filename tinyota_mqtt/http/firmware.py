@@ -232,6 +232,14 @@ class FirmwareHandler(BaseHandler, web.StaticFileHandler):
         finally:
             watch.stop()
 
+    def validate_absolute_path(self, root: str, absolute_path: str) -> str | None:
+        # StaticFileHandler resolves symlinks and checks the path stays under the root, a dozen
+        # lstat calls per request; here the path is the store's own name for a release it looked
+        # up (a URL never becomes a path), so only "is it still there, as a file" is left to ask.
+        if not os.path.isfile(absolute_path):
+            raise web.HTTPError(404, "the file of %s vanished", self.request.path)
+        return absolute_path
+
     def compute_etag(self) -> str | None:
         # The release's sha256 names its bytes exactly; no need to hash the file again per request.
         return f'"{self.release.sha256}"' if self.release else None
