@@ -38,11 +38,13 @@ async def run_all(settings: Settings, names: list[str], keep: bool) -> dict[str,
         for name in names:
             print(f"{name} …", flush=True)
             started = time.monotonic()
+            mark = lab.cpu_mark()
             try:
                 results[name] = await SCENARIOS[name](lab, settings)
             except Exception as exc:  # one broken scenario must not lose the others' figures
                 traceback.print_exc()
                 results[name] = {"error": f"{type(exc).__name__}: {exc}"}
+            results[name]["cpu"] = lab.cpu_since(mark)
             print(f"{name}: {time.monotonic() - started:.0f} s", flush=True)
     return results
 

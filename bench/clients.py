@@ -4,6 +4,8 @@
   ESP8266httpUpdate sends, a small TCP receive window (lwIP's is ~6 KiB), and a reader that takes
   ``len/rate`` seconds to write each chunk to flash before it reads the next one. Stalls are not
   made up for later: a real device cannot read faster than its flash writes.
+- ``paced_fleet``: many paced devices at once, split over child processes (``python -m
+  bench.clients``, below) when one Python loop cannot keep its devices' pace by itself.
 - ``fast_run``: the same request, read as fast as the socket allows (``BufferedProtocol`` straight
   into one reused buffer), by ``concurrency`` workers back to back, ``Connection: close`` each time.
 """
@@ -12,12 +14,16 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import socket
+import sys
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from bench.peers import Device, Firmware
-from bench.util import KiB
+from bench.util import KiB, own_cpu_seconds, raise_fd_limit
 
 HOST = "127.0.0.1"
 
@@ -161,6 +167,83 @@ async def paced_download(port: int, fw: Firmware, device: Device, *, rate: float
     return result
 
 
+@dataclass
+class FleetResult:
+    downloads: list[Download]
+    seconds: float  # the start signal → the last device done
+    client_cpu_s: float  # the clients' own CPU (user + system), every process
+
+
+async def paced_fleet(port: int, fw: Firmware, devices: Sequence[Device], *, rate: float, timeout: float,
+                      processes: int = 1) -> FleetResult:
+    """Every device in ``devices`` downloading at once, in this process or split over ``processes``
+    children. Each child imports and connects nothing until all are ready, then all start on one
+    signal; the fleet's time runs from that signal to the last download's end, on the monotonic
+    clock every process shares."""
+    if processes <= 1:
+        loop = asyncio.get_running_loop()
+        cpu = own_cpu_seconds()
+        started = loop.time()
+        downloads = await asyncio.gather(*(paced_download(port, fw, d, rate=rate, timeout=timeout) for d in devices))
+        return FleetResult(list(downloads), loop.time() - started, own_cpu_seconds() - cpu)
+    share = -(-len(devices) // processes)
+    job = {"port": port, "rate": rate, "timeout": timeout,
+           "fw": {"version": fw.version, "size": fw.size, "md5": fw.md5, "path": str(fw.path)}}
+    children = []
+    try:
+        for first in range(0, len(devices), share):
+            part = devices[first:first + share]
+            child = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "bench.clients", cwd=Path(__file__).resolve().parent.parent,
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=2**26)
+            assert child.stdin is not None and child.stdout is not None
+            child.stdin.write(json.dumps({**job, "devices": [[d.id, d.password] for d in part]}).encode() + b"\n")
+            await child.stdin.drain()
+            children.append(child)
+        for child in children:
+            assert child.stdout is not None
+            if (await child.stdout.readline()).strip() != b"ready":
+                raise RuntimeError("a client process did not start")
+        started = time.monotonic()
+        for child in children:
+            assert child.stdin is not None
+            child.stdin.write(b"go\n")
+        for child in children:
+            assert child.stdin is not None
+            await child.stdin.drain()
+        reports = []
+        for child in children:
+            assert child.stdout is not None
+            reports.append(json.loads(await child.stdout.readline()))
+    finally:
+        for child in children:
+            if child.returncode is None:
+                child.kill()
+            await child.wait()
+    downloads = [Download(**d) for r in reports for d in r["downloads"]]
+    return FleetResult(downloads, max(r["ended"] for r in reports) - started, sum(r["cpu_s"] for r in reports))
+
+
+def _child() -> None:
+    """``python -m bench.clients``: one share of a paced fleet (see ``paced_fleet``)."""
+    raise_fd_limit()
+    job = json.loads(sys.stdin.readline())
+    fw = Firmware(job["fw"]["version"], job["fw"]["size"], job["fw"]["md5"], Path(job["fw"]["path"]))
+    devices = [Device(i, pw) for i, pw in job["devices"]]
+    print("ready", flush=True)
+    if sys.stdin.readline().strip() != "go":
+        return
+
+    async def run() -> list[Download]:
+        return list(await asyncio.gather(*(
+            paced_download(job["port"], fw, d, rate=job["rate"], timeout=job["timeout"]) for d in devices)))
+
+    cpu = own_cpu_seconds()
+    downloads = asyncio.run(run())
+    print(json.dumps({"downloads": [asdict(d) for d in downloads], "ended": time.monotonic(),
+                      "cpu_s": own_cpu_seconds() - cpu}), flush=True)
+
+
 # -- fast clients ---------------------------------------------------------------------------------
 
 class _Sink(asyncio.BufferedProtocol):
@@ -263,3 +346,7 @@ async def fast_run(port: int, fw: Firmware, devices: Sequence[Device], *, concur
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     result.seconds = loop.time() - started
     return result
+
+
+if __name__ == "__main__":
+    _child()

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.util import die_with_parent, free_port, http_status, rss_of, wait_until
+from bench.util import cpu_seconds, die_with_parent, free_port, http_status, rss_of, wait_until
 from tinyota_mqtt.core.httpauth import basic_header
 from tinyota_mqtt.core.image import make_test_image
 from tinyota_mqtt.store import FirmwareStore
@@ -80,6 +80,7 @@ class Peer:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
+        self.cpu_s: float | None = None  # CPU seconds over its whole life, known once stopped
 
     def command(self) -> list[str]:
         raise NotImplementedError
@@ -108,6 +109,7 @@ class Peer:
         if self.proc is None:
             return
         if self.proc.poll() is None:
+            self.cpu_s = self.cpu()
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(10)
@@ -123,6 +125,10 @@ class Peer:
 
     def rss(self) -> int:
         return rss_of(self.pid) if self.proc is not None else 0
+
+    def cpu(self) -> float:
+        """CPU seconds used so far (user + system, all threads and child processes)."""
+        return cpu_seconds(self.pid) if self.proc is not None else 0.0
 
     def __enter__(self) -> Peer:
         return self
@@ -174,7 +180,7 @@ server:
   state: state.sqlite
   access_log: true
   admin: {{username: {admin}, password: {admin_password}}}
-  limits: {{max_connections_per_address: 1000000}}  # the whole fleet comes from 127.0.0.1
+  limits: {{max_connections: 20000, max_connections_per_address: 1000000}}  # all from 127.0.0.1
 mqtt:
   url: {mqtt}
   prefix: {prefix}
@@ -299,7 +305,7 @@ http {{
     uwsgi_temp_path {dir}/tmp/uwsgi;
     scgi_temp_path {dir}/tmp/scgi;
     server {{
-        listen 127.0.0.1:{port};
+        listen 127.0.0.1:{port} backlog=4096;
         auth_basic "firmware";
         auth_basic_user_file {dir}/htpasswd;
 {locations}

@@ -19,6 +19,12 @@ class Settings:
     slow_size: int = 1 * MiB
     slow_rate: float = 100 * KiB  # bytes/s per device
     single_probe: int = 2  # devices run against the one-thread server, to project its fleet time
+    # 1b. the large fleet: 5,000 devices at a fifth of the pace each, so the loopback carries what it
+    # carries for 1,000 (about 100 MB/s). At 100 KiB/s each the bench's clients alone needed 3.4
+    # cores (~7 ms of client CPU per MiB received: TCP, MD5, the pacing), and the run measured them.
+    large_n: int = 5000
+    large_rate: float = 20 * KiB
+    large_client_processes: int = 2  # each a Python loop of its own, so their callbacks keep pace
     # 2. fast clients: back to back, as fast as the socket allows
     fast_sizes: tuple[int, ...] = (1 * MiB, 4 * MiB)
     fast_concurrency: tuple[int, ...] = (1, 16, 64)
@@ -60,7 +66,7 @@ FULL = Settings(quick=False)
 
 QUICK = Settings(
     quick=True,
-    slow_ns=(20,), slow_size=128 * KiB, slow_rate=256 * KiB,
+    slow_ns=(20,), slow_size=128 * KiB, slow_rate=256 * KiB, large_n=40, large_rate=128 * KiB,
     fast_concurrency=(1, 4), headline_concurrency=4, fast_repeats=2, fast_seconds=0.2, fast_request_cap=8,
     fanout_ns=(50, 100), fanout_repeats=1,
     ingest_devices=50, ingest_messages=5,

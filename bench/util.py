@@ -88,6 +88,31 @@ def rss_of(pid: int) -> int:
     return total
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system, every thread) a process and its live children have used, in seconds.
+
+    nginx's master and worker count together. psutil reads /proc/<pid>/stat; the ticks it reports
+    are 10 ms, so a figure below ~0.05 s says little.
+    """
+    try:
+        proc = psutil.Process(pid)
+        procs = [proc, *proc.children(recursive=True)]
+    except psutil.Error:
+        return 0.0
+    total = 0.0
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            times = p.cpu_times()
+            total += times.user + times.system
+    return total
+
+
+def own_cpu_seconds() -> float:
+    """The bench process's own CPU time (its clients), not its children's (the servers)."""
+    times = os.times()
+    return times.user + times.system
+
+
 class PeakRss:
     """Samples a process's RSS in the background while a block runs; ``peak`` is the maximum."""
 

@@ -47,11 +47,13 @@ async def run(lab: Lab, s: Settings) -> dict[str, Any]:
                 for rep in range(s.fast_repeats):
                     order = peers[rep % len(peers):] + peers[:rep % len(peers)]
                     for peer in order:
+                        cpu = peer.cpu()
                         r = await fast_run(peer.port, fw, users[size], concurrency=c, requests=s.fast_request_cap,
                                            time_cap=s.fast_seconds)
+                        cpu = peer.cpu() - cpu
                         runs.append({"server": peer.name, "size": size, "concurrency": c, "round": rep,
                                      "mb_s": r.mb_per_s, "req_s": r.requests_per_s, "requests": r.requests,
-                                     "ok": r.ok, "errors": r.errors})
+                                     "ok": r.ok, "errors": r.errors, "cpu_s": cpu})
                 cell = [x for x in runs if (x["size"], x["concurrency"]) == (size, c)]
                 mb = {p.name: median([x["mb_s"] for x in cell if x["server"] == p.name]) or 0.0 for p in peers}
                 print(f"  fast {size / MiB:g} MiB c={c:<3} MB/s: " + "  ".join(f"{k}={v:.0f}" for k, v in mb.items()),
@@ -70,7 +72,9 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         cell: dict[str, Any] = {"size": size, "concurrency": c, "all_ok": all(r["ok"] == r["requests"] for r in rows)}
         for name in servers:
             mine = [r for r in rows if r["server"] == name]
-            cell[name] = {"mb_s": median([r["mb_s"] for r in mine]), "req_s": median([r["req_s"] for r in mine])}
+            cell[name] = {"mb_s": median([r["mb_s"] for r in mine]), "req_s": median([r["req_s"] for r in mine]),
+                          # The server's CPU per answered request (psutil's 10 ms ticks: a median of rounds).
+                          "cpu_ms": median([1000 * r["cpu_s"] / r["ok"] for r in mine if "cpu_s" in r and r["ok"]])}
         rounds = sorted({r["round"] for r in rows})
         for peer in ("nginx", "stdlib-threaded", "stdlib-single"):
             pairs = []
