@@ -273,8 +273,9 @@ def _slow(d: dict[str, Any]) -> str:
                  "the loopback carries what it carries for N=1000 at 100 KiB/s (about 100 MB/s): the bench's "
                  "clients spend ~7 ms of CPU per MiB they receive (loopback TCP, MD5, the pacing), and 5000 "
                  "devices at 100 KiB/s would need more than this machine's two cores for the clients alone; "
-                 "the run would measure them instead of the servers. Its clients run in child processes, "
-                 "each a Python loop of its own.")
+                 "the run would measure them instead of the servers. Its clients may run in several "
+                 "processes (settings.py; on these two cores one did as well as two), and a device still "
+                 "downloading after the fleet's time limit counts as failed.")
     return (f"## 1. Slow fleet\n\n{d['image_bytes'] / MiB:g} MiB image, every device reading at "
             f"{d['rate_bytes_s'] / 1024:g} KiB/s (ideal: {d['ideal_s']:.2f} s), all N at once.{large}\n\n"
             + _table(["N", "per device", "server", "all complete, MD5 ok", "fleet time ÷ ideal", "TTFB p50",

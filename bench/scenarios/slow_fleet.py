@@ -20,11 +20,11 @@ from bench.util import MiB, PeakRss, percentile
 
 
 async def fleet_run(peer: Peer, fw: Firmware, devices: list[Device], rate: float,
-                    processes: int = 1) -> dict[str, Any]:
+                    processes: int = 1, timeout: float | None = None) -> dict[str, Any]:
     ideal = fw.size / rate
     async with PeakRss(peer.pid) as rss:
         cpu = peer.cpu()
-        fleet_result = await paced_fleet(peer.port, fw, devices, rate=rate, timeout=3 * ideal + 60,
+        fleet_result = await paced_fleet(peer.port, fw, devices, rate=rate, timeout=timeout or 3 * ideal + 60,
                                          processes=processes)
         cpu = peer.cpu() - cpu
     downloads, elapsed = fleet_result.downloads, fleet_result.seconds
@@ -72,7 +72,8 @@ async def single_thread_projection(peer: Peer, fw: Firmware, devices: list[Devic
 
 
 async def _fleets(lab: Lab, devices: list[Device], s: Settings, plan: list[tuple[int, float, int]],
-                  rotate_from: int = 0, project: tuple[tuple[int, float], ...] = ()) -> list[dict[str, Any]]:
+                  rotate_from: int = 0, project: tuple[tuple[int, float], ...] = (),
+                  timeout: float | None = None) -> list[dict[str, Any]]:
     """Each (N, rate, client processes) of ``plan`` against nginx, the threaded stdlib server and
     tinyota, all set up for ``devices``; then the one-thread server, projected to each of ``project``."""
     tiny = lab.tinyota(devices, prefix="slow")
@@ -86,7 +87,7 @@ async def _fleets(lab: Lab, devices: list[Device], s: Settings, plan: list[tuple
         for i, (n, rate, processes) in enumerate(plan, start=rotate_from):
             # Rotate the order per N so drift in the machine's load does not always hit one server.
             for peer in peers[i % 3:] + peers[:i % 3]:
-                result = await fleet_run(peer, fw, devices[:n], rate, processes)
+                result = await fleet_run(peer, fw, devices[:n], rate, processes, timeout)
                 runs.append(result)
                 print(f"  slow fleet N={n:<5} {peer.name:<16} ok={result['ok']}/{n} "
                       f"×ideal={result['completion_ratio']:.3f} rss={result['peak_rss_mb']:.0f} MB "
@@ -105,7 +106,7 @@ async def run(lab: Lab, s: Settings) -> dict[str, Any]:
     project = (*((n, s.slow_rate) for n in s.slow_ns), (s.large_n, s.large_rate))
     runs = await _fleets(lab, fleet(max(s.slow_ns)), s, small, project=project)
     runs += await _fleets(lab, fleet(s.large_n), s, [(s.large_n, s.large_rate, s.large_client_processes)],
-                          rotate_from=len(small))
+                          rotate_from=len(small), timeout=s.large_timeout_s)
     return {"image_bytes": s.slow_size, "rate_bytes_s": s.slow_rate, "ideal_s": s.slow_size / s.slow_rate,
             "large_n": s.large_n, "large_rate_bytes_s": s.large_rate, "large_ideal_s": s.slow_size / s.large_rate,
             "runs": runs}
