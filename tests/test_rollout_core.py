@@ -282,6 +282,14 @@ def test_resume_past_a_halt_acknowledges_the_failures() -> None:
     assert r.state == ro.COMPLETED and ro.counts(r.members)[ro.SUCCEEDED] == 3
 
 
+def test_the_completion_note_counts_every_waves_successes() -> None:
+    world = World(fates={})
+    r = ro.start("1", "k", "2.0.0", ["g"], ro.Policy(waves=ro.parse_waves("1,1,rest")), fleet(4), 0.0, "admin")
+    r = run(r, world, [float(t) for t in range(8)])[-1]
+    assert r.state == ro.COMPLETED and r.waves == 3
+    assert r.log[-1].what == "completed: 4 device(s) on 2.0.0"  # not the last wave's two
+
+
 def test_json_round_trip_is_exact() -> None:
     policy = ro.Policy(waves=ro.parse_waves("a+b,25%,rest"), soak=60,
                        window=ro.parse_window("Mon-Fri 02:00+3h Europe/Berlin"))

@@ -467,8 +467,9 @@ def step(r: Rollout, observations: Mapping[str, Observation], now: float) -> tup
             r = replace(r, state=HALTED, reason=reason, log=_note(r, now, "rollout", f"halted: {reason}"))
             break
         if r.wave + 1 >= r.waves:
+            done = sum(m.state == SUCCEEDED for m in r.members)  # every wave's, not the last one's
             r = replace(r, state=COMPLETED, reason=None, soak_from=None,
-                        log=_note(r, now, "rollout", f"completed: {succeeded} device(s) on {r.version}"))
+                        log=_note(r, now, "rollout", f"completed: {done} device(s) on {r.version}"))
             break
         soak_from = r.soak_from if r.soak_from is not None else now
         if now < soak_from + r.policy.soak:
