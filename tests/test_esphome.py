@@ -6,8 +6,9 @@ arrives in ``TINYOTA_ESPHOME_VENV``. It validates the YAML schema of every compo
 uses for an ESP8266 and an ESP32 board; the C++ inside the lambdas is only compiled by a real
 build, which needs toolchains this machine cannot fetch.
 
-Until the device ``kind`` key is on main, the ESPHome devices here are ordinary configured
-devices: the server needs nothing else, since the snippet speaks the tinyota protocol.
+The devices here are configured with ``kind: esphome``, as docs/esphome.md tells users to:
+``tinyota esphome-snippet`` refuses a device of another kind. The server tells an ``esphome``
+device as it tells an esp_client one, since the snippet speaks the tinyota protocol.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import Mosquitto, Probe, ServerThread, release, tinyota, wait_until, write_config
+from tests.conftest import BASE_CONFIG, Mosquitto, Probe, ServerThread, release, tinyota, wait_until, write_config
 from tests.esphome_standin import EsphomeStandIn, Lambda, _Loader, foreign_url, load_snippet, malformed
 from tests.test_esp_e2e import Trap
 from tests.test_faults import documented_acl
@@ -37,6 +38,13 @@ ESPHOME_TIMEOUT = 180  # a cold `esphome config` imports a lot on two busy cores
 SERVER_PW = "srv-pw-7Hq2"
 WIRETAP_PW = "wiretap-pw-3"
 PASSWORDS = {"sensor-1": "pw-sensor-1", "kitchen-1": "pw-kitchen-1"}  # BASE_CONFIG's
+# conftest's config with every device an ESPHome one (the loner too: it still has no group).
+_HEAD, _DEVICES = BASE_CONFIG.split("devices:\n")
+ESPHOME_CONFIG = _HEAD + "devices:\n" + re.sub(r"^(  [\w-]+: \{\{)", r"\1kind: esphome, ", _DEVICES, flags=re.M)
+
+
+def write_esphome_config(directory: Path, **kw: Any) -> Path:
+    return write_config(directory, text=ESPHOME_CONFIG, **kw)
 
 
 def esphome_bin() -> Path:
@@ -92,7 +100,7 @@ def _validated(stdout: str) -> dict[str, Any]:
                          [("esp8266", "kitchen", "d1_mini", "kitchen-1"), ("esp32", "sensor", "esp32dev", "sensor-1")])
 def test_the_snippet_passes_esphome_config(tmp_path: Path, platform: str, image: str, board: str,
                                            device: str) -> None:
-    config = write_config(tmp_path / "tinyota", mqtt="mqtt://192.168.1.2:1883", prefix="lab", port=8123)
+    config = write_esphome_config(tmp_path / "tinyota", mqtt="mqtt://192.168.1.2:1883", prefix="lab", port=8123)
     folder = tmp_path / "esphome"
     folder.mkdir()
     snippet_via_cli(config, device, folder / f"tinyota-{device}.yaml")
@@ -122,7 +130,7 @@ def test_the_snippet_passes_esphome_config(tmp_path: Path, platform: str, image:
 def test_the_snippet_joins_a_device_that_has_its_own_ota_and_mqtt(tmp_path: Path) -> None:
     """A lived-in device: ESPHome's own OTA and API, and an mqtt block of its own that the
     package merges into (the device's keys win)."""
-    config = write_config(tmp_path / "tinyota", mqtt="mqtt://192.168.1.2:1883", prefix="lab", port=8123)
+    config = write_esphome_config(tmp_path / "tinyota", mqtt="mqtt://192.168.1.2:1883", prefix="lab", port=8123)
     folder = tmp_path / "esphome"
     folder.mkdir()
     snippet_via_cli(config, "sensor-1", folder / "tinyota-sensor-1.yaml")
@@ -140,7 +148,7 @@ def test_the_snippet_joins_a_device_that_has_its_own_ota_and_mqtt(tmp_path: Path
 
 def test_esphome_config_catches_a_broken_snippet(tmp_path: Path) -> None:
     """The check above can fail: without `md5` the flash action is invalid, and ESPHome says so."""
-    config = write_config(tmp_path / "tinyota", mqtt="mqtt://192.168.1.2:1883", prefix="lab")
+    config = write_esphome_config(tmp_path / "tinyota", mqtt="mqtt://192.168.1.2:1883", prefix="lab")
     folder = tmp_path / "esphome"
     folder.mkdir()
     out = folder / "tinyota-sensor-1.yaml"
@@ -159,7 +167,7 @@ def test_esphome_config_catches_a_broken_snippet(tmp_path: Path) -> None:
 # -- the command -------------------------------------------------------------------------------------
 
 def test_the_command_refuses_what_it_cannot_make_a_snippet_for(tmp_path: Path) -> None:
-    config = write_config(tmp_path, mqtt="mqtt://127.0.0.1:1883")
+    config = write_esphome_config(tmp_path, mqtt="mqtt://127.0.0.1:1883")
     unknown = tinyota("esphome-snippet", "nosuch", "-c", str(config))
     assert unknown.returncode == 2 and "no device 'nosuch'" in unknown.stderr and not unknown.stdout
     loner = tinyota("esphome-snippet", "loner", "-c", str(config))  # in no group: no image, no platform
@@ -171,8 +179,20 @@ def test_the_command_refuses_what_it_cannot_make_a_snippet_for(tmp_path: Path) -
     assert "pw-sensor-1" not in printed.stdout + printed.stderr
 
 
+def test_the_command_refuses_a_device_of_another_kind(tmp_path: Path) -> None:
+    """A snippet for a device the server tells another way would never be told: refused, with the fix."""
+    plain = write_config(tmp_path / "plain", mqtt="mqtt://10.0.0.2:1883")  # sensor-1 has no kind: tinyota
+    done = tinyota("esphome-snippet", "sensor-1", "-c", str(plain))
+    assert done.returncode == 2 and not done.stdout
+    assert "error: device 'sensor-1' is of kind 'tinyota', not 'esphome'" in done.stderr
+    assert "hint: set `kind: esphome` on it (devices.sensor-1.kind)" in done.stderr
+    text = plain.read_text().replace("sensor-1: {group: sensors,", "sensor-1: {group: sensors, kind: esphome,")
+    plain.write_text(text)
+    assert tinyota("esphome-snippet", "sensor-1", "-c", str(plain)).returncode == 0
+
+
 def test_the_snippet_needs_a_url_it_can_quote(tmp_path: Path) -> None:
-    text = write_config(tmp_path, mqtt="mqtt://10.0.0.2:1883").read_text()
+    text = write_esphome_config(tmp_path, mqtt="mqtt://10.0.0.2:1883").read_text()
     (tmp_path / "config.yaml").write_text(re.sub(r"public_url: \S+", 'public_url: "http://ota.lan:8000/a$b"', text))
     done = tinyota("esphome-snippet", "sensor-1", "-c", str(tmp_path / "config.yaml"))
     assert done.returncode == 2 and "cannot go into an ESPHome lambda" in done.stderr
@@ -220,16 +240,21 @@ def test_the_twins_follow_the_snippet_text() -> None:
 class Lab:
     """mosquitto with docs/mosquitto.md's logins and ACL, the server, and ESPHome stand-ins."""
 
-    def __init__(self, tmp_path: Path, prefix: str, servers: Any) -> None:
+    def __init__(self, tmp_path: Path, prefix: str, servers: Any, *, signing: bool = False) -> None:
         self.tmp = tmp_path
         self.prefix = prefix
         # A wiretap login that may read every topic, to look for passwords in everything published.
         self.mosq = Mosquitto(tmp_path / "mosq", users={"tinyota": SERVER_PW, "wiretap": WIRETAP_PW, **PASSWORDS},
                               acl=documented_acl(prefix) + "\nuser wiretap\ntopic read #\n").start()
-        text = write_config(tmp_path / "server", mqtt=self.mosq.url, prefix=prefix,
-                            confirm="download+report").read_text()
+        text = write_esphome_config(tmp_path / "server", mqtt=self.mosq.url, prefix=prefix,
+                                    confirm="download+report").read_text()
         text = text.replace(f"  client_id: tinyota-{prefix}",
                             f"  client_id: tinyota-{prefix}\n  username: tinyota\n  password: {SERVER_PW}")
+        if signing:
+            key = tmp_path / "signing.key"
+            made = tinyota("keygen", str(key))
+            assert made.returncode == 0, made.stderr
+            text = text.replace("  admin:", f"  signing_key: {key}\n  admin:")
         self.config_path = tmp_path / "server" / "config.yaml"
         self.config_path.write_text(text)
         self.server: ServerThread = servers(self.config_path)
@@ -395,3 +420,23 @@ def test_an_announcement_outside_the_server_is_refused(lab: Lab) -> None:
         forger.close()
         trap.close()
     lab.assert_no_password_on_the_bus()
+
+
+def test_an_esphome_device_is_updated_by_a_server_that_signs_its_announcements(
+        tmp_path: Path, prefix: str, servers: Any) -> None:
+    """ESPHome cannot check a signature (docs/esphome.md): with server.signing_key set, the
+    announcement carries ``sig``, the snippet reads past it, and the update is confirmed."""
+    lab = Lab(tmp_path, prefix, servers, signing=True)
+    try:
+        sensor = lab.device("sensor-1", "1.0.0")
+        wait_until(lambda: lab.view("sensor-1")["installed"] == "1.0.0", 10, "the device's first report")
+        release(lab.server.config, "sensor", "1.1.0")
+        lab.install("sensor-1")
+        wait_until(lambda: lab.attempt("sensor-1").get("state") == "succeeded", 20,
+                   f"the update to be confirmed:\n{lab.explain(sensor)}")
+        told = [json.loads(m.payload) for m in lab.wiretap.received(f"{prefix}/sensor-1/update") if m.payload]
+        assert told and all(isinstance(a.get("sig"), str) and a["sig"] for a in told), told
+        assert sensor.version == "1.1.0" and sensor.downloads == [f"{lab.server.url}/fw/sensor/1.1.0.bin"]
+        lab.assert_no_password_on_the_bus()
+    finally:
+        lab.close()

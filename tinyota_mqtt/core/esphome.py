@@ -80,6 +80,12 @@ def params_from_config(config: Config, device_id: str) -> SnippetParams:
     if device is None:
         known = ", ".join(sorted(config.devices)) or "none"
         raise NotFound(f"no device {device_id!r} in the config", f"configured devices: {known}")
+    if device.kind != "esphome":
+        # The package alone does not make it one: the server tells a device the way its configured
+        # kind says, and that is what the dashboard, `tinyota status` and Home Assistant show.
+        raise TinyOTAError(f"device {device_id!r} is of kind {device.kind!r}, not 'esphome'",
+                           f"set `kind: esphome` on it (devices.{device_id}.kind), or on its group if all its "
+                           "members run ESPHome, then ask for the snippet again")
     image_name = None if device.group is None else config.groups[device.group].image
     if image_name is None:
         raise TinyOTAError(f"device {device_id!r} is in no group, so it has no image and no platform",
