@@ -38,7 +38,8 @@ HOSTILE = '<img src=x onerror="window.pwned=1">'
 HOSTILE_NOTE = "<script>window.pwned=2</script><b>bold</b> & more"
 HOSTILE_ID = "<script>window.pwned=3</script>"
 
-# Like the base config, plus a second on-command device, a display name, and a name that is HTML.
+# Like the base config, plus a second on-command device (an ESPHome one), a display name, and a
+# name that is HTML.
 CONFIG = BASE_CONFIG.split("homeassistant:")[0] + """\
 homeassistant:
   enabled: false
@@ -52,7 +53,7 @@ devices:
   kitchen-1: {{group: kitchen-lights, password: pw-kitchen-1, name: Kitchen ceiling}}
   kitchen-2: {{group: kitchen-lights, password: pw-kitchen-2, name: '""" + HOSTILE.replace("'", "''") + """'}}
   sensor-1: {{group: sensors, password: pw-sensor-1}}
-  sensor-2: {{group: sensors, password: pw-sensor-2}}
+  sensor-2: {{group: sensors, kind: esphome, password: pw-sensor-2}}
   loner: {{password: pw-loner}}
 """
 
@@ -166,6 +167,11 @@ def test_fleet_page_lists_devices_by_group_and_marks_outdated(server: ServerThre
     assert "1.0.0: announced, waiting for the device" in body
     assert "No group" in body and 'data-device="loner"' in body
     assert "Kitchen ceiling" in body
+    # Each row names the firmware its device runs, by its kind.
+    kinds = dict(re.findall(r'<tr [^>]*data-device="([\w-]+)".*?data-field="kind" data-value="\w*">([^<]*)</span>',
+                            body, re.S))
+    assert kinds == {"kitchen-1": "esp_client", "kitchen-2": "esp_client", "sensor-1": "esp_client",
+                     "sensor-2": "ESPHome", "loner": "esp_client"}
 
 
 def test_empty_states_say_what_to_do(tmp_path: Path, servers: Any) -> None:
@@ -206,6 +212,9 @@ def test_device_page_shows_history_and_topics(server: ServerThread) -> None:
     for topic in ("update", "status", "availability", "state", "install"):
         assert f"<code>{pre}/sensor-1/{topic}</code>" in body
     assert 'data-value="cancelled"' in body and "yes: cancelled" in body
+    assert '<dt>Kind</dt><dd data-field="kind" data-value="tinyota">esp_client</dd>' in body
+    _resp, body = get(server, "/devices/sensor-2")
+    assert '<dt>Kind</dt><dd data-field="kind" data-value="esphome">ESPHome</dd>' in body
 
 
 def test_releases_page_after_an_upload(server: ServerThread) -> None:
@@ -565,7 +574,7 @@ def test_the_page_prints_the_servers_view_and_decides_nothing_itself(server: Ser
         return {**show, "online": "offline", "outdated": True, "updating": True, "busy": True, "failed": True,
                 "progress": 37, "attempt": f"server says {view['installed']}", "attempt_state": "failed",
                 "classes": "device outdated busy failed offline", "installable": False,
-                "held": "server says held", "free_space": "server says full"}
+                "held": "server says held", "free_space": "server says full", "kind": "server says kind"}
 
     def contrary_attempt(attempt: dict[str, Any]) -> dict[str, str]:
         return {**real_attempt(attempt), "activity": f"server words for {attempt['version']}", "kind": "bad",
@@ -590,6 +599,7 @@ def test_the_page_prints_the_servers_view_and_decides_nothing_itself(server: Ser
     expect(bar).to_have_js_property("value", 37)
     expect(sensor.locator('button[data-action="cancel"]')).to_be_visible()
     expect(sensor.locator('button[data-action="install"]')).to_be_hidden()
+    expect(sensor.locator('[data-field="kind"]')).to_have_text("server says kind")
     expect(page.locator('[data-count="failed"]')).to_have_text("1")
     expect(page.locator('[data-count="updating"]')).to_have_text("1")
     expect(page.locator('[data-count="online"]')).to_have_text("0")
@@ -604,6 +614,7 @@ def test_the_page_prints_the_servers_view_and_decides_nothing_itself(server: Ser
     expect(device.locator('dd[data-field="held"]')).to_have_text("server says held")
     expect(device.locator('dd[data-field="free_space"]')).to_have_text("server says full")
     expect(device.locator('dd[data-field="attempt"]')).to_have_text("server says 2.0.0")
+    expect(device.locator('dd[data-field="kind"]')).to_have_text("server says kind")
 
 
 def test_upload_errors_are_shown_next_to_the_form(server: ServerThread, pages: Any) -> None:

@@ -45,6 +45,16 @@ def test_every_view_carries_its_display(config: Config) -> None:
     assert v["show"] == display(v)
 
 
+def test_the_kind_is_named_as_people_call_the_firmware(config: Config) -> None:
+    v = view(config)
+    assert v["kind"] == "tinyota" and v["show"]["kind"] == "esp_client"
+    assert display({**v, "kind": "esphome"})["kind"] == "ESPHome"
+    stray = device_view(config, DeviceRecord(id="stray", online=True, version="14.3.0"), None, None, None,
+                        kind="tasmota")
+    assert stray["show"]["kind"] == "Tasmota"  # an unconfigured device discovery knows
+    assert display({**v, "kind": None})["kind"] == ""  # nothing says: the page shows no badge
+
+
 @pytest.mark.parametrize(("online", "word"), [(True, "online"), (False, "offline"), (None, "unknown")])
 def test_online_word_and_the_offline_row(config: Config, online: bool | None, word: str) -> None:
     show = view(config, online=online, target=None)["show"]

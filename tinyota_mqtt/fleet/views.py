@@ -34,6 +34,8 @@ ATTEMPT_WORDS = {att.PENDING: "announced, waiting for the device", att.DOWNLOADI
 _UNDER_WAY = (att.DOWNLOADING, att.FLASHING)  # the device is working on it: a progress bar
 _WENT_WRONG = (att.FAILED, att.TIMED_OUT)
 HELD_TEXT = "yes: cancelled, waits for the next install"
+# A device kind (config/model.py KINDS) as people call the firmware: `tinyota` is the sketch.
+KIND_NAMES = {"tinyota": "esp_client", "tasmota": "Tasmota", "esphome": "ESPHome"}
 
 
 def size_text(n: int | None) -> str:
@@ -73,7 +75,7 @@ def display(view: dict[str, Any]) -> dict[str, Any]:
     run; ``updating``: an attempt is open, so Cancel applies (and the Updating counter counts it);
     ``busy``: downloading or flashing, so the progress bar shows; ``failed``: the newest attempt
     failed or timed out; ``classes``: the row's classes for those; ``installable``: it has an
-    image, so Install applies.
+    image, so Install applies; ``kind``: the firmware it runs, by name ("" when nothing says).
     """
     attempt = view["attempt"]
     state = attempt["state"] if attempt else None
@@ -97,6 +99,7 @@ def display(view: dict[str, Any]) -> dict[str, Any]:
         "installable": view["image"] is not None,
         "held": HELD_TEXT if view["held"] else "no",
         "free_space": size_text(view["free_space"]) or "—",
+        "kind": KIND_NAMES.get(view["kind"] or "", ""),
     }
 
 

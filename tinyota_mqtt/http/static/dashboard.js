@@ -122,6 +122,11 @@
     fields(root, "last_seen", (el) => setTime(el, v.last_seen));
     setText(root, "last_error", v.last_error || "");
     setText(root, "platform", v.platform || "—");
+    fields(root, "kind", (el) => {
+      el.dataset.value = v.kind || "";
+      if (el.tagName === "DD") el.textContent = show.kind || "—";
+      else { el.textContent = show.kind; el.hidden = !show.kind; }
+    });
     setText(root, "free_space", show.free_space);
     setText(root, "held", show.held);
     for (const button of $$('[data-action="install"]', root)) button.hidden = !show.installable;
