@@ -117,8 +117,13 @@ class Mosquitto:
 
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
-    """One anonymous mosquitto shared by the session (tests use unique topic prefixes)."""
-    mosq = Mosquitto(tmp_path_factory.mktemp("mosquitto")).start()
+    """One anonymous mosquitto shared by the session (tests use unique topic prefixes).
+
+    Its retained messages pile up over the session (every test's Home Assistant discovery), and a
+    '#' probe is sent all of them at subscribe time. mosquitto queues at most 1,000 QoS 1 messages
+    per client by default and drops the rest, the probe's own marker after them included, so late
+    in a full run such a probe never saw it: no limit here."""
+    mosq = Mosquitto(tmp_path_factory.mktemp("mosquitto"), extra="max_queued_messages 0\n").start()
     yield mosq
     mosq.stop()
 
