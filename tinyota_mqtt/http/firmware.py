@@ -110,6 +110,16 @@ class FirmwareHandler(BaseHandler, web.StaticFileHandler):
             raise web.HTTPError(403, reason, reason="Forbidden: " + reason)
         if device is not None and include_body:
             self.service.download_started(device, release)
+        await self._write_release(release, include_body)
+        if include_body and self.get_status() in (200, 206):
+            # StaticFileHandler stops quietly when the client goes away; notice it for the log.
+            self.client_gone = self.sent < int(self._headers.get("Content-Length", 0))
+            if device is not None and self.get_status() == 200 and not self.client_gone:
+                self.service.download_finished(device, release)  # "download+report" confirms on it
+
+    async def _write_release(self, release: Release, include_body: bool) -> None:
+        """Headers and body of the release's file: StaticFileHandler's, then ``_send_file`` for a
+        body ``get_content`` left to the kernel. Every route that serves a release goes through here."""
         try:
             await web.StaticFileHandler.get(self, self.service.store.relative_path_of(release), include_body)
             if self._file is not None:
@@ -118,11 +128,6 @@ class FirmwareHandler(BaseHandler, web.StaticFileHandler):
             if self._file is not None:
                 os.close(self._file[0])
                 self._file = None
-        if include_body and self.get_status() in (200, 206):
-            # StaticFileHandler stops quietly when the client goes away; notice it for the log.
-            self.client_gone = self.sent < int(self._headers.get("Content-Length", 0))
-            if device is not None and self.get_status() == 200 and not self.client_gone:
-                self.service.download_finished(device, release)  # "download+report" confirms on it
 
     # -- the body on a plain connection: sendfile --------------------------------------------------
 

@@ -60,7 +60,9 @@ class TokenHandler(FirmwareHandler):
         try:
             if full and include_body:
                 self.service.download_started(device, release)
-            await web.StaticFileHandler.get(self, self.service.store.relative_path_of(release), include_body)
+            # The firmware handler's writer, sendfile included: StaticFileHandler.get alone leaves a
+            # plain connection's body unsent (get_content hands it to _send_file).
+            await self._write_release(release, include_body)
         finally:
             busy.discard(key)
         if not include_body or self.get_status() != 200:
