@@ -91,6 +91,29 @@ FINDINGS = """Changes to the server that this bench led to (A/B: old and new cod
   peak RSS 99 → 62–63 MB, fleet time 1.113–1.236× → 1.117–1.177× ideal (nginx 1.042–1.051×); load
   2.7–3.4: fast 1 MiB c=16 315 → 504 MB/s (CPU per request 1.98 → 1.16 ms; nginx 0.12 ms), 4 MiB c=16
   939 → 1,098 MB/s (2.84 → 1.42 ms).
+- The MQTT path, 2026-12-02 (old and new alternating against one broker; ingestion 1000×20 msg/s,
+  fan-out to 1000 median): `mqtt/client.py` sets TCP_NODELAY on the broker connection (paho never
+  does; each small publish or PUBACK waited out the broker's delayed ACK, and the server sat idle
+  ~75 % of a burst): 545–583 → 2,250–2,294 msg/s; the network thread hands every packet waiting to
+  the loop in one dispatch (≤ 500): → 2,807–3,191; no 20-message QoS 1 window on MQTT 3.1.1 and the
+  guard's subscriptions at QoS 0 (`no_local` on MQTT 5): → 2,722–4,108; `fleet/hass.py` publishes a
+  device's Home Assistant state once per event-loop turn instead of once per report, and does not
+  serialise an unchanged one again: → 7,334–8,540 msg/s (load 3.2–4.7). Over the same steps fan-out
+  went 2.1–3.1 → 0.44–0.82 s. Server CPU for the 20,000 reports: 6.27 → 0.99 s; peak RSS 78 → 45–49 MB.
+  py-spy (`--gil`, inclusive), ingestion before: `Service.handle_message` 40.3 %, paho
+  `_packet_read` 37.5 %, `Reports.on_status` 34.0 %, `HassPublisher.publish_state` 23.1 %,
+  `Targets.offered` → `FirmwareStore.releases` 7 %; after: `Service.handle_message` 54.1 %,
+  `_packet_read` 38.5 %, `Reports.on_status` 32.8 %, `dataclasses.replace` 24.2 %, `parse_status`
+  11.4 %, the Home Assistant flush 4.4 %. Fan-out before: `ReleasesHandler.post` 45 %,
+  `Announcer.reconcile` 36.5 %, paho reading 21.6 %, `publish_state` 14.8 %, `_write_to_self` (one
+  per message) 9.8 %, `FirmwareStore.releases` 9.3 %; after: `ReleasesHandler.post` 44.6 %,
+  `Announcer.reconcile` 42.6 %, paho reading 30.2 % (PUBACKs 13.5 %), the Home Assistant flush 13.1 %.
+- Start-up, 2026-12-02 (spawn → `/healthz`, 1,000 devices, load ~2.5): the first tick published every
+  device's Home Assistant state before any broker was connected (the connect publishes them all
+  anyway): 0.84–2.0 → 0.36–0.45 s. `config/loader.py` reads YAML through libyaml (PyYAML's composer
+  kept for the depth limit and line marks): `load_config` 0.28 → 0.05 s at 1,000 devices; an entry's
+  id checked against a set rather than the list before it, and the redacted config built only for
+  DEBUG logging: 5,000 devices 2.3–4.7 → 1.16–1.23 s (load ~3.4).
 
 Found by this bench, fixed after it: paho's own network thread (`loop_start()`) waits with `select()`,
 which cannot watch a file descriptor numbered 1024 or above. Each open download holds two (socket and
