@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Mosquitto, Probe, ServerThread, tinyota, wait_until, write_config
+from tests.conftest import BASE_CONFIG, Mosquitto, Probe, ServerThread, tinyota, wait_until, write_config
 from tests.tasmota_standin import TasmotaStandIn
 from tinyota_mqtt.config import parse_config
 from tinyota_mqtt.core import attempts as att
@@ -33,22 +33,8 @@ from tinyota_mqtt.errors import ConfigError
 from tinyota_mqtt.mqtt.access import Access, TasmotaLogin
 from tinyota_mqtt.store import FirmwareStore
 
-CONFIG = """\
-server:
-  host: 127.0.0.1
-  port: {port}
-  public_url: http://127.0.0.1:{port}
-  store: firmware
-  state: state.sqlite
-  admin: {{username: admin, password: admin-secret}}
-mqtt:
-  url: {mqtt}
-  prefix: {prefix}
-  client_id: tinyota-{prefix}
-homeassistant:
-  enabled: true
-  discovery_prefix: {prefix}-ha
-  status_topic: {prefix}-ha/status
+# conftest's server, mqtt and homeassistant sections, with a fleet of plugs.
+CONFIG = BASE_CONFIG.split("images:")[0] + """\
 images:
   plug: {{platform: esp8266}}
   plug-minimal: {{platform: esp8266}}
