@@ -74,15 +74,19 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval
         time.sleep(interval)
 
 
-def rss_of(pid: int) -> int:
-    """Resident memory of a process and its children (nginx's master and worker), in bytes."""
+def _tree(pid: int) -> list[psutil.Process]:
+    """A process and its live children (nginx's master and worker count together); [] if gone."""
     try:
         proc = psutil.Process(pid)
-        procs = [proc, *proc.children(recursive=True)]
+        return [proc, *proc.children(recursive=True)]
     except psutil.Error:
-        return 0
+        return []
+
+
+def rss_of(pid: int) -> int:
+    """Resident memory of a process and its children (nginx's master and worker), in bytes."""
     total = 0
-    for p in procs:
+    for p in _tree(pid):
         with contextlib.suppress(psutil.Error):
             total += p.memory_info().rss
     return total
@@ -94,13 +98,8 @@ def cpu_seconds(pid: int) -> float:
     nginx's master and worker count together. psutil reads /proc/<pid>/stat; the ticks it reports
     are 10 ms, so a figure below ~0.05 s says little.
     """
-    try:
-        proc = psutil.Process(pid)
-        procs = [proc, *proc.children(recursive=True)]
-    except psutil.Error:
-        return 0.0
     total = 0.0
-    for p in procs:
+    for p in _tree(pid):
         with contextlib.suppress(psutil.Error):
             times = p.cpu_times()
             total += times.user + times.system

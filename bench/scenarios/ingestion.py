@@ -56,6 +56,9 @@ class Counter:
             return
         self.count += 1
         self.last = when
+        self._check_goal()
+
+    def _check_goal(self) -> None:
         if self._goal is not None and self.count >= self._goal[0]:
             self._goal[1].set()
 
@@ -74,7 +77,7 @@ class Counter:
             return False
 
 
-class Reflected:
+class Reflected(Counter):
     """Follows each device's Home Assistant state: which of its reports the server has handled.
 
     ``count`` is the sum over devices of the latest report a live state reflects; ``reached(n)``
@@ -82,12 +85,10 @@ class Reflected:
     """
 
     def __init__(self, messages: int) -> None:
+        super().__init__()
         self.report_of = {k * 100 // messages: k for k in range(1, messages + 1)}  # progress → report
         self.latest: dict[str, int] = {}
         self.last_state: dict[str, dict[str, Any]] = {}
-        self.count = 0
-        self.last = 0.0
-        self._goal: tuple[int, asyncio.Event] | None = None
 
     def __call__(self, topic: str, payload: bytes, retained: bool, when: float) -> None:
         if retained or not payload:
@@ -100,26 +101,14 @@ class Reflected:
             self.count += report - self.latest.get(device, 0)
             self.latest[device] = report
             self.last = when
-        if self._goal is not None and self.count >= self._goal[0]:
-            self._goal[1].set()
+        self._check_goal()
 
     def reset(self) -> None:
-        self.count = 0
+        super().reset()
         self.latest.clear()
 
     def devices_with(self, predicate: Callable[[dict[str, Any]], bool]) -> int:
         return sum(1 for state in self.last_state.values() if predicate(state))
-
-    async def reached(self, n: int, timeout: float) -> bool:
-        event = asyncio.Event()
-        self._goal = (n, event)
-        if self.count >= n:
-            return True
-        try:
-            await asyncio.wait_for(event.wait(), timeout)
-            return True
-        except TimeoutError:
-            return False
 
 
 async def burst(devices: list[MqttLite], topic: Callable[[str], str], messages: int, ids: dict[str, str],
