@@ -74,11 +74,16 @@ class Recorder:
 class Fleet:
     """A service on files in tmp_path, the sample groups of tests/conftest.py, and helpers."""
 
-    def __init__(self, tmp_path: Path, *, confirm: str = "report", extra: str = "") -> None:
+    def __init__(self, tmp_path: Path, *, confirm: str = "report", extra: str = "", more_kitchens: int = 0) -> None:
+        """``more_kitchens``: devices kitchen-3, kitchen-4, … added to the automatic group."""
         path = write_config(tmp_path, confirm=confirm)
         if extra:
             text = path.read_text()
             path.write_text(text.replace("confirm: " + confirm + "}", f"confirm: {confirm}, {extra}}}"))
+        if more_kitchens:
+            with path.open("a") as config:
+                config.writelines(f"  kitchen-{n}: {{group: kitchen-lights, password: pw-kitchen-{n}}}\n"
+                                  for n in range(3, 3 + more_kitchens))
         self.config = load_config(path)
         self.clock = Clock()
         self.bus = Recorder()
@@ -140,6 +145,39 @@ def test_an_announcement_leaves_only_after_its_attempt_is_on_disk(fleet: Any) ->
     f.release("kitchen", "1.0.0")
     f.service.tick()  # the automatic group's announcements
     assert len(checked) == 3, checked
+
+
+def test_a_release_to_a_group_is_one_log_line_and_a_few_devices_a_line_each(fleet: Any, caplog: Any) -> None:
+    """A thousand devices must not mean two thousand lines (an announcement and the open attempt
+    it supersedes, each), and one device still gets its own line with the attempt's id."""
+    f = fleet(more_kitchens=4)  # six devices in the automatic group
+    announced = lambda: [r.getMessage() for r in caplog.records if r.getMessage().startswith("announced")]  # noqa: E731
+    f.release("kitchen", "1.0.0")
+    with caplog.at_level(logging.INFO, "tinyota.service"):
+        f.service.tick()
+    assert announced() == ["announced kitchen 1.0.0 to 6 devices (kitchen-1, kitchen-2, kitchen-3, …)"]
+    first = {d: f.attempt(d) for d in ("kitchen-1", "kitchen-6")}
+    assert all(a is not None and a.version == "1.0.0" for a in first.values())
+
+    caplog.clear()
+    f.release("kitchen", "1.1.0")
+    with caplog.at_level(logging.INFO, "tinyota.service"):
+        f.service.tick()
+    assert announced() == ["announced kitchen 1.1.0 to 6 devices (kitchen-1, kitchen-2, kitchen-3, …); "
+                           "superseding 6 open attempts"]
+    assert not [r for r in caplog.records if "cancelled" in r.getMessage()], "one line per superseded attempt"
+    old = f.service.registry.attempt(first["kitchen-6"].id)  # type: ignore[union-attr]
+    assert old is not None and old.state == att.CANCELLED and old.error == "superseded by 1.1.0"
+
+    caplog.clear()
+    f.release("sensor", "2.0.0")
+    with caplog.at_level(logging.INFO, "tinyota.service"):
+        [started] = f.service.install(["sensor-1"])
+    assert announced() == [f"announced sensor 2.0.0 to sensor-1 (attempt {started.id})"]
+    caplog.clear()
+    with caplog.at_level(logging.INFO, "tinyota.service"):
+        [again] = f.service.install(["sensor-1"])
+    assert announced() == [f"announced sensor 2.0.0 to sensor-1 (attempt {again.id}; superseding {started.id}, 2.0.0)"]
 
 
 @contextlib.contextmanager

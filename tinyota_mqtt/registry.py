@@ -167,7 +167,10 @@ class Registry:
         return sorted(self._devices.values(), key=lambda d: d.id)
 
     def update_device(self, device_id: str, **changes: Any) -> DeviceRecord:
-        record = replace(self.device(device_id), **changes)
+        record = self.device(device_id)
+        if device_id in self._devices and all(getattr(record, k) == v for k, v in changes.items()):
+            return record  # most updates change nothing (dataclasses.replace is the dear part)
+        record = replace(record, **changes)
         if self._devices.get(device_id) != record:
             self._devices[device_id] = record
             self._dirty_devices.add(device_id)

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("tinyota.service")
 
 DEFAULT_ATTEMPT_TIMEOUT = 600.0  # seconds; a device in no group still gets a deadline
+FEW = 3  # announcements in one commit logged a line each; more make one line per release
 
 
 class Announcer:
@@ -48,6 +49,8 @@ class Announcer:
         self.changed = changed
         self.drivers = drivers
         self._due: dict[str, float] = {}  # retries waiting for their back-off, by device
+        # Announced since the last commit, for its log lines: (release, attempt, what it superseded).
+        self._told: list[tuple[Release, att.Attempt, att.Attempt | None]] = []
 
     # -- deciding --------------------------------------------------------------------------------
 
@@ -99,7 +102,7 @@ class Announcer:
         if decision.at > now:
             self._due[device_id] = decision.at
             return None
-        return self._announce(device_id, release, now)
+        return self._announce(device_id, release, now, recent)
 
     # -- commands --------------------------------------------------------------------------------
 
@@ -186,28 +189,35 @@ class Announcer:
         """What the retained update topic of ``device_id`` should hold (b"" for nothing)."""
         return self.publisher.sent(self.topics.update(device_id)) or b""
 
-    def _announce(self, device_id: str, release: Release, now: float) -> att.Attempt:
+    def _announce(self, device_id: str, release: Release, now: float,
+                  newest: list[att.Attempt] | None = None) -> att.Attempt:
+        """``newest``: the device's newest attempts, newest first, if the caller has looked them up."""
         previous = self.registry.open_attempt(device_id)
         if previous is not None:
             why = "superseded: its release was replaced" if previous.version == release.version \
                 else f"superseded by {release.version}"
-            self.attempts.put(att.cancel(previous, now, why))
+            self.attempts.put(att.cancel(previous, now, why), logged=False)  # said with the announcement
         group = self.config.group_of(device_id)
         timeout = group.attempt_timeout if group else DEFAULT_ATTEMPT_TIMEOUT
         # A retry of the same bytes after the device already took them whole (it timed out while
-        # rebooting, say): the device will not download again, and need not.
-        last = self.registry.recent_attempts(device_id, 1)
-        served = att.SERVED if last and last[0].version == release.version and last[0].sha256 == release.sha256 \
-            and last[0].download == att.SERVED else att.NOT_SERVED
+        # rebooting, say): the device will not download again, and need not. The newest attempt
+        # is the open one if there is one (a device has one at most, opened last).
+        if previous is not None:
+            newest = [previous]
+        elif newest is None:
+            newest = self.registry.recent_attempts(device_id, 1)
+        last = newest[0] if newest else None
+        served = att.SERVED if last is not None and last.version == release.version \
+            and last.sha256 == release.sha256 and last.download == att.SERVED else att.NOT_SERVED
         attempt = att.Attempt(
             id=secrets.token_hex(6), device=device_id, version=release.version,
             from_version=self.registry.device(device_id).version, state=att.PENDING, created=now,
             deadline=now + timeout, updated=now, sha256=release.sha256,
             needs_download=group is not None and group.confirm == "download+report", download=served)
-        self.attempts.put(attempt)
+        self.attempts.opened(attempt)
         self.registry.update_device(device_id, last_error=None, last_error_at=None)
         self.drivers.of(device_id).tell(device_id, release, attempt)
-        log.info("announced %s %s to %s (attempt %s)", release.image, release.version, device_id, attempt.id)
+        self._told.append((release, attempt, previous))
         self.changed(device_id)
         return attempt
 
@@ -219,5 +229,28 @@ class Announcer:
 
     def _commit(self) -> None:
         """Attempts to disk first, then their announcements (see fleet/publisher.py)."""
-        self.registry.flush()
-        self.publisher.release()
+        try:
+            self.registry.flush()
+            self.publisher.release()
+        finally:
+            told, self._told = self._told, []
+            _say(told)
+
+
+def _say(told: list[tuple[Release, att.Attempt, att.Attempt | None]]) -> None:
+    """The log lines for what a commit announced: a line per device for a few, a line per
+    release for a group (a release to a thousand devices wrote two thousand lines, a tenth of
+    the time it took: bench fan-out). Each device's attempts are in its history either way."""
+    by_release: dict[tuple[str, str], list[tuple[att.Attempt, att.Attempt | None]]] = {}
+    for release, attempt, previous in told:
+        by_release.setdefault((release.image, release.version), []).append((attempt, previous))
+    for (image, version), announced in by_release.items():
+        if len(announced) <= FEW or log.isEnabledFor(logging.DEBUG):
+            for attempt, previous in announced:
+                log.info("announced %s %s to %s (attempt %s%s)", image, version, attempt.device, attempt.id,
+                         f"; superseding {previous.id}, {previous.version}" if previous else "")
+            continue
+        superseded = sum(1 for _a, previous in announced if previous is not None)
+        names = ", ".join(a.device for a, _p in announced[:FEW])
+        log.info("announced %s %s to %d devices (%s, …)%s", image, version, len(announced), names,
+                 f"; superseding {superseded} open attempts" if superseded else "")

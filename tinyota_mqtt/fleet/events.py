@@ -44,13 +44,21 @@ class AttemptLog:
         # Told when an attempt ends other than by cancelling: the announcer decides a retry.
         self.on_end: Callable[[att.Attempt], None] | None = None
 
-    def put(self, attempt: att.Attempt) -> None:
-        before = self.registry.attempt(attempt.id)
+    def put(self, attempt: att.Attempt, *, logged: bool = True) -> None:
+        """Store a transition. ``logged=False``: the caller says it in a line of its own (a
+        release superseding a thousand open attempts says so once, not a thousand times)."""
+        self._record(attempt, self.registry.attempt(attempt.id), logged)
+
+    def opened(self, attempt: att.Attempt) -> None:
+        """A new attempt: its id is fresh, so there is nothing before it to look up (on disk)."""
+        self._record(attempt, None, True)
+
+    def _record(self, attempt: att.Attempt, before: att.Attempt | None, logged: bool) -> None:
         self.registry.put_attempt(attempt)
         if before is None or before.state != attempt.state:
             if attempt.state == att.SUCCEEDED:  # a fixed problem is not shown as current
                 self.registry.update_device(attempt.device, last_error=None, last_error_at=None)
-            if attempt.state in att.FINAL:
+            if attempt.state in att.FINAL and logged:
                 level = logging.INFO if attempt.state == att.SUCCEEDED else logging.WARNING
                 log.log(level, "%s: update to %s %s%s%s", attempt.device, attempt.version,
                         attempt.state, " (confirmed late)" if attempt.late else "",
