@@ -19,10 +19,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import voluptuous
-from hatasmota import discovery as ha_discovery
-from hatasmota import utils as ha_utils
-
 from tinyota_mqtt.config.model import Config
 from tinyota_mqtt.core import attempts as att
 from tinyota_mqtt.core import protocol, tasmota
@@ -287,6 +283,12 @@ class TasmotaDriver:
     # -- discovery -------------------------------------------------------------------------------
 
     def _discovery(self, topic: str, payload: bytes) -> None:
+        # Imported on the first discovery message, not at start: hatasmota and voluptuous are
+        # about 4 MB of a server that may never see a Tasmota device (bench footprint).
+        import voluptuous
+        from hatasmota import discovery as ha_discovery
+        from hatasmota import utils as ha_utils
+
         mac = ha_utils.discovery_topic_get_mac(topic, tasmota.DISCOVERY_PREFIX)
         if mac is None or not ha_utils.discovery_topic_is_device_config(topic):
             return
