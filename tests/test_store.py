@@ -42,6 +42,36 @@ def test_release_metadata(store: FirmwareStore) -> None:
     assert FirmwareStore(store.root).get("kitchen", "1.4.0") == rel  # survives a new process
 
 
+def test_another_process_release_is_seen_at_once_except_inside_a_steady_pass(store: FirmwareStore) -> None:
+    """The cache is checked against the folder on every question, so a `tinyota release` run
+    beside the server is visible to its next request; inside ``steady()`` (a pass over every
+    device) it is not asked again, and this process's own writes are still seen at once."""
+    other = FirmwareStore(store.root)  # another process writing the same store
+    folder = store.root / "kitchen"
+
+    def later(version: str) -> None:
+        """``other`` releases ``version``; the folder's stamp moves on, as it does when the clock
+        has ticked between two writes (Linux stamps with a clock of a few ms per tick)."""
+        before = folder.stat().st_mtime_ns
+        put(other, version)
+        os.utime(folder, ns=(before + 10**9, before + 10**9))
+
+    put(store, "1.0.0")
+    assert [r.version for r in store.releases("kitchen")] == ["1.0.0"]
+    later("1.1.0")
+    assert store.get("kitchen", "1.1.0").version == "1.1.0"
+    later("1.2.0")
+    with store.steady():  # its first question asks the disk
+        assert [r.version for r in store.releases("kitchen")] == ["1.0.0", "1.1.0", "1.2.0"]
+        later("1.2.1")
+        assert [r.version for r in store.releases("kitchen")] == ["1.0.0", "1.1.0", "1.2.0"]
+        put(store, "1.3.0")  # our own write drops the cache: the pass sees everything then
+        assert [r.version for r in store.releases("kitchen")] == ["1.0.0", "1.1.0", "1.2.0", "1.2.1", "1.3.0"]
+        later("1.4.0")
+        assert store.latest("kitchen").version == "1.3.0"  # type: ignore[union-attr]
+    assert store.latest("kitchen").version == "1.4.0"  # type: ignore[union-attr]
+
+
 def test_versions_order_semantically(store: FirmwareStore) -> None:
     for v in ["1.10.0", "1.2.0", "1.2.0-rc.1", "1.2.0-beta", "0.9.9", "1.2.0-rc.10"]:
         put(store, v)

@@ -250,6 +250,8 @@ class FirmwareStore:
         # os.stat on a ready string (a Path join and stat cost ten times as much: bench fan-out).
         self._cache: dict[str, tuple[int, list[Release], dict[str, Release]]] = {}
         self._root = str(self.root)
+        self._steady = 0  # how deep inside steady() we are
+        self._checked: set[str] = set()  # images asked of the disk in this steady() pass
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -273,9 +275,27 @@ class FirmwareStore:
             return [r for name in self.images() for r in self.releases(name)]
         return self._current(image)[1]
 
+    @contextlib.contextmanager
+    def steady(self) -> Iterator[None]:
+        """One look at the disk per image for a pass over every device, which asks the same few
+        questions a thousand times in one go: the pass sees each image's releases as they were
+        at its first question. What this process writes meanwhile is seen at once (a write
+        drops the cache); another process's change, by the first question after the pass."""
+        if not self._steady:
+            self._checked.clear()
+        self._steady += 1
+        try:
+            yield
+        finally:
+            self._steady -= 1
+
     def _current(self, image: str) -> tuple[int, list[Release], dict[str, Release]]:
+        if self._steady and image in self._checked and (cached := self._cache.get(image)) is not None:
+            return cached
         if not IMAGE_NAME.fullmatch(image):
             return 0, [], {}
+        if self._steady:
+            self._checked.add(image)
         try:
             stamp = os.stat(f"{self._root}/{image}").st_mtime_ns
         except FileNotFoundError:

@@ -62,11 +62,12 @@ class Announcer:
         """
         now = self.clock()
         started = []
-        for device_id in self.config.devices if device_ids is None else device_ids:
-            if device_id in self.config.devices:
-                attempt = self._reconcile_one(device_id, now)
-                if attempt is not None:
-                    started.append(attempt)
+        with self.store.steady():
+            for device_id in self.config.devices if device_ids is None else device_ids:
+                if device_id in self.config.devices:
+                    attempt = self._reconcile_one(device_id, now)
+                    if attempt is not None:
+                        started.append(attempt)
         self._commit()
         return started
 

@@ -17,6 +17,12 @@ from tinyota_mqtt.fleet.publisher import Publisher
 from tinyota_mqtt.fleet.targets import Targets
 from tinyota_mqtt.registry import Registry
 
+# An entity's state and availability go at QoS 0: they are retained, superseded by the next one,
+# and published again whole after every (re)connect (publish_all), so what a dropped connection
+# loses is put right when it comes back. At QoS 1 each of them cost the link a PUBACK to read and
+# an in-flight entry to track: as many as the announcements in a release to a group, and one per
+# progress report (bench: fan-out and ingestion). Discovery stays at QoS 1.
+STATE_QOS = 0
 ICON_PATH = "/icon.svg"  # served without a login (http/app.py): HA's frontend loads it as an <img>
 
 # Runs a callable soon, after the work at hand (the runner passes the event loop's call_soon).
@@ -51,9 +57,10 @@ class HassPublisher:
         if not self.enabled:
             return
         prefix = self.config.homeassistant.discovery_prefix
-        for device_id in self.config.devices:
-            self.publish_discovery(device_id, force=True)
-            self.publish_state(device_id, force=True)
+        with self.targets.store.steady():
+            for device_id in self.config.devices:
+                self.publish_discovery(device_id, force=True)
+                self.publish_state(device_id, force=True)
         for record in self.registry.devices():
             if record.id not in self.config.devices and record.id not in self._removed:
                 # Removed from the config (or never in it): no entity for it in Home Assistant,
@@ -99,8 +106,9 @@ class HassPublisher:
     def flush(self) -> None:
         """Publish the state of every device ``changed`` since the last flush."""
         waiting, self._changed = self._changed, {}
-        for device_id in waiting:
-            self.publish_state(device_id)
+        with self.targets.store.steady():
+            for device_id in waiting:
+                self.publish_state(device_id)
 
     def publish_state(self, device_id: str, *, force: bool = False) -> None:
         """The entity's state and availability, as the registry says now."""
@@ -130,7 +138,7 @@ class HassPublisher:
         if force or built is None or built[0] != entity or self.publisher.sent(topic) != built[1]:
             topic, payload, retain = hass.state(self.topics, device_id, entity)
             self._built[device_id] = (entity, payload)
-            self.publisher.publish(topic, payload, retain=retain, force=force)
+            self.publisher.publish(topic, payload, retain=retain, force=force, qos=STATE_QOS)
         self.publish_availability(device_id, force=force)
 
     def publish_availability(self, device_id: str, *, force: bool = False) -> None:
@@ -143,7 +151,7 @@ class HassPublisher:
             updating=attempt is not None and attempt.state in (att.DOWNLOADING, att.FLASHING),
             attempt_deadline=attempt.deadline if attempt is not None else None, now=self.clock())
         topic, payload, retain = hass.availability(self.topics, device_id, available)
-        self.publisher.publish(topic, payload, retain=retain, force=force)
+        self.publisher.publish(topic, payload, retain=retain, force=force, qos=STATE_QOS)
 
     def tick(self) -> None:
         """A reboot's grace runs out with time, not with a message: look again at open updates."""

@@ -16,19 +16,18 @@ class Targets:
         self.registry = registry
 
     def version(self, device_id: str) -> str | None:
+        release = self.release(device_id)
+        return release.version if release is not None else None
+
+    def release(self, device_id: str) -> Release | None:
         image = self.config.image_of(device_id)
         record = self.registry.device(device_id)
         if image is None or record.held:
             return None
-        return policy.target_version(self.config, device_id, self.store.releases(image.name),
-                                     record.commanded)
-
-    def release(self, device_id: str) -> Release | None:
-        image = self.config.image_of(device_id)
-        version = self.version(device_id)
-        if image is None or version is None:
-            return None
-        return self.store.get(image.name, version)
+        # One listing per question: the policy picks from it, and the pick is taken from it too
+        # (rather than asking the store again), so both see the same store.
+        releases = self.store.releases(image.name)
+        return _pick(releases, policy.target_version(self.config, device_id, releases, record.commanded))
 
     def offered(self, device_id: str) -> Release | None:
         """What the device may run now (``policy.offered_version``): HA's latest_version."""
@@ -36,9 +35,9 @@ class Targets:
         if image is None:
             return None
         record = self.registry.device(device_id)
-        version = policy.offered_version(self.config, device_id, self.store.releases(image.name),
-                                         record.commanded, record.version)
-        return None if version is None else self.store.get(image.name, version)
+        releases = self.store.releases(image.name)
+        return _pick(releases, policy.offered_version(self.config, device_id, releases, record.commanded,
+                                                      record.version))
 
     def install_command_version(self, device_id: str) -> str | None:
         """The version a bare ``install`` command (Home Assistant's button) installs.
@@ -59,3 +58,13 @@ class Targets:
                 and latest.version == offered.version:
             return None
         return offered.version
+
+
+def _pick(releases: list[Release], version: str | None) -> Release | None:
+    """The release of ``version`` in a listing the policy chose it from (so it is there)."""
+    if version is None:
+        return None
+    for release in reversed(releases):  # the newest is the usual pick
+        if release.version == version:
+            return release
+    return None
