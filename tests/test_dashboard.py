@@ -617,6 +617,34 @@ def test_the_page_prints_the_servers_view_and_decides_nothing_itself(server: Ser
     expect(device.locator('dd[data-field="kind"]')).to_have_text("server says kind")
 
 
+def test_the_releases_page_prints_who_runs_what_as_the_server_says(server: ServerThread, pages: Any,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """"Running on" is the server's (fleet/views.running), rendered and live. The server here
+    says something no grouping of the device views would: a script that grouped them itself
+    would show "sensor-1" after its report, one that ignored the stream would keep "kitchen-1"."""
+    from playwright.sync_api import expect
+
+    from tinyota_mqtt.fleet import views
+
+    real = views.running
+
+    def contrary(devices: Any) -> dict[str, dict[str, list[str]]]:
+        found = real(devices)
+        said = [f"{d} (server)" for d in found.get("sensor", {}).get("2.0.0", [])] or ["kitchen-1"]
+        return {**found, "sensor": {**found.get("sensor", {}), "2.0.0": said}}
+
+    monkeypatch.setattr(views, "running", contrary)
+    release(server.config, "sensor", "2.0.0")
+    server.call(server.service.tick)
+    page = pages(server)
+    open_live(page, "/releases")
+    cell = page.locator('td[data-runs="sensor"][data-version="2.0.0"]')
+    expect(cell).to_have_text("kitchen-1")
+    status = json.dumps({"state": "idle", "version": "2.0.0"}).encode()
+    server.call(server.service.handle_message, f"{server.config.mqtt.prefix}/sensor-1/status", status, False)
+    expect(cell).to_have_text("sensor-1 (server)")
+
+
 def test_upload_errors_are_shown_next_to_the_form(server: ServerThread, pages: Any) -> None:
     from playwright.sync_api import expect
 

@@ -16,7 +16,7 @@ from tests.conftest import BASE_CONFIG, write_config
 from tinyota_mqtt.config import load_config
 from tinyota_mqtt.config.model import Config
 from tinyota_mqtt.core import attempts as att
-from tinyota_mqtt.fleet.views import attempt_display, device_view, display, size_text
+from tinyota_mqtt.fleet.views import attempt_display, device_view, display, running, size_text
 from tinyota_mqtt.registry import DeviceRecord
 
 ATTEMPT = att.Attempt(id="a1", device="sensor-1", version="2.0.0", from_version="1.0.0", state=att.PENDING,
@@ -186,3 +186,15 @@ def test_pinned_by_command_or_else_by_the_group(config: Config) -> None:
     assert device_view(config, commanded, None, None, None)["pinned"] == "1.2.0"
     assert device_view(config, DeviceRecord(id="kitchen-1"), None, None, None)["pinned"] is None
     assert device_view(config, DeviceRecord(id="stranger-1"), None, None, None)["pinned"] is None
+
+
+def test_running_groups_devices_by_image_and_the_version_they_run() -> None:
+    def view(device: str, image: str | None, installed: str | None) -> dict[str, Any]:
+        return {"id": device, "image": image, "installed": installed}
+
+    found = running([view("b", "kitchen", "1.0.0"), view("a", "kitchen", "1.0.0"), view("c", "kitchen", "1.1.0"),
+                           view("s", "sensor", "1.0.0"), view("new", "kitchen", None), view("loner", None, "1.0.0")])
+    # In the order given (the page lists devices so); a device that never reported, or has no
+    # image, runs no release of any.
+    assert found == {"kitchen": {"1.0.0": ["b", "a"], "1.1.0": ["c"]}, "sensor": {"1.0.0": ["s"]}}
+    assert running([]) == {}

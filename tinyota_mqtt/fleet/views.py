@@ -11,7 +11,7 @@ dashboard puts on screen (words, badges, which buttons apply, the progress bar),
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict
 from typing import Any
 
@@ -101,6 +101,16 @@ def display(view: dict[str, Any]) -> dict[str, Any]:
         "free_space": size_text(view["free_space"]) or "—",
         "kind": KIND_NAMES.get(view["kind"] or "", ""),
     }
+
+
+def running(views: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, list[str]]]:
+    """Which devices run each release: image → installed version → device ids, in view order.
+    The releases page prints its "Running on" column from this, rendered and live alike."""
+    found: dict[str, dict[str, list[str]]] = {}
+    for view in views:
+        if view["image"] is not None and view["installed"] is not None:
+            found.setdefault(view["image"], {}).setdefault(view["installed"], []).append(view["id"])
+    return found
 
 
 def device_view(config: Config, record: DeviceRecord, current: Attempt | None, newest: Attempt | None,

@@ -30,6 +30,7 @@ from tornado import iostream, web
 from tinyota_mqtt.core import image as esp_image
 from tinyota_mqtt.core.attempts import Attempt
 from tinyota_mqtt.errors import NotFound, TinyOTAError
+from tinyota_mqtt.fleet import views as fleet_views
 from tinyota_mqtt.fleet.views import attempt_display, size_text
 from tinyota_mqtt.http.base import BaseHandler
 from tinyota_mqtt.service import Service
@@ -74,9 +75,11 @@ def releases_by_image(service: Service) -> dict[str, list[dict[str, Any]]]:
 
 
 def snapshot(service: Service) -> dict[str, Any]:
+    devices = [service.device_view(d) for d in service.device_ids()]
     return {
-        "devices": [service.device_view(d) for d in service.device_ids()],
+        "devices": devices,
         "releases": releases_by_image(service),
+        "running": fleet_views.running(devices),
         "health": service.health(),
     }
 
@@ -158,10 +161,7 @@ class ReleasesPage(DashboardHandler):
 
     def get(self) -> None:
         config = self.service.config
-        views = [self.service.device_view(d) for d in self.service.device_ids()]
-        running: dict[tuple[str | None, str | None], list[str]] = {}
-        for view in views:
-            running.setdefault((view["image"], view["installed"]), []).append(view["id"])
+        running = fleet_views.running(self.service.device_view(d) for d in self.service.device_ids())
         images = []
         for name, releases in releases_by_image(self.service).items():
             image = config.images.get(name)
@@ -215,10 +215,12 @@ class DevicePage(DashboardHandler):
 class EventStream(DashboardHandler):
     """GET /api/events : server-sent events for the dashboard (and ``curl -N``).
 
-    Sends ``retry:``, then a ``snapshot`` event (every device, every release, health), then one
-    event per change: ``device`` (a device view), ``attempt`` (an attempt that changed state),
-    ``releases`` (the new release list, with every device view since targets may have moved),
-    ``health`` (when the MQTT link comes or goes, at once; also re-checked with each heartbeat).
+    Sends ``retry:``, then a ``snapshot`` event (every device, every release, which devices run
+    each, health), then one event per change: ``device`` (a device view), ``attempt`` (an attempt
+    that changed state), ``releases`` (the new release list, with every device view since
+    targets may have moved), ``running`` (which devices run each release, after a batch of
+    events that changed it), ``health`` (when the MQTT link comes or goes, at once; also
+    re-checked with each heartbeat).
     A comment line every ``heartbeat`` seconds
     keeps proxies and NAT tables from closing an idle stream. EventSource reconnects by itself
     and gets a fresh snapshot, so a restarted server or a dropped stream needs nothing else.
@@ -236,6 +238,9 @@ class EventStream(DashboardHandler):
         self._wake = asyncio.Event()
         self._closed = False
         self._overflowed = False
+        # What this stream's reader knows each device runs, (image, installed) by id: when a
+        # device or releases event changes it, one "running" event follows the batch.
+        self._runs: dict[str, tuple[str | None, str | None]] = {}
 
     async def prepare(self) -> None:
         await super().prepare()
@@ -259,18 +264,35 @@ class EventStream(DashboardHandler):
         # json.dumps never emits a raw newline, so one data: line holds the whole event.
         self.write(f"event: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n")
 
-    def _send_event(self, event: dict[str, Any]) -> None:
+    def _send_event(self, event: dict[str, Any]) -> bool:
+        """Send one event; True if it changed what a device runs, as this reader knows it."""
         kind = event.get("type")
         if kind == "device":
             self._send("device", event["device"])
-        elif kind == "attempt":
+            return self._note_runs([event["device"]])
+        if kind == "attempt":
             self._send("attempt", event["attempt"])
         elif kind == "releases":
-            self._send("releases", {
-                "releases": releases_by_image(self.service),
-                "devices": [self.service.device_view(d) for d in self.service.device_ids()]})
+            devices = [self.service.device_view(d) for d in self.service.device_ids()]
+            self._send("releases", {"releases": releases_by_image(self.service), "devices": devices})
+            return self._note_runs(devices)
         elif isinstance(kind, str):
             self._send(kind, {k: v for k, v in event.items() if k != "type"})
+        return False
+
+    def _note_runs(self, devices: list[dict[str, Any]]) -> bool:
+        changed = False
+        for view in devices:
+            runs = (view["image"], view["installed"])
+            if self._runs.get(view["id"]) != runs:
+                self._runs[view["id"]] = runs
+                changed = True
+        return changed
+
+    def _running(self) -> dict[str, dict[str, list[str]]]:
+        # In the order the snapshot listed the devices (dicts keep it), as the page does.
+        return fleet_views.running({"id": device, "image": image, "installed": installed}
+                                   for device, (image, installed) in self._runs.items())
 
     async def get(self) -> None:
         self.set_header("Content-Type", "text/event-stream; charset=utf-8")
@@ -279,6 +301,7 @@ class EventStream(DashboardHandler):
         try:
             self.write(f"retry: {self.retry_ms}\n\n")
             first = snapshot(self.service)
+            self._note_runs(first["devices"])
             health = first["health"]
             self._send("snapshot", first)
             await self.flush()
@@ -294,14 +317,16 @@ class EventStream(DashboardHandler):
                     log.warning("event stream to %s fell %d events behind; closing it so it resyncs",
                                 self.request.remote_ip, self.max_backlog)
                     break
-                refreshed = False
+                refreshed = moved = False
                 while self._backlog:
                     event = self._backlog.popleft()
                     if event.get("type") == "releases":
                         if refreshed:
                             continue  # a burst of store changes is one refresh
                         refreshed = True
-                    self._send_event(event)
+                    moved = self._send_event(event) or moved
+                if moved:  # a fleet update's thousand new versions: one "running" per batch
+                    self._send("running", self._running())
                 if time.monotonic() - last_beat >= self.heartbeat:
                     last_beat = time.monotonic()
                     now = self.service.health()

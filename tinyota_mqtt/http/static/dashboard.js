@@ -20,7 +20,7 @@
   const $$ = (selector, root = document) => Array.from(root.querySelectorAll(selector));
   const page = document.body.dataset.page;
 
-  const state = { devices: new Map(), releases: {}, health: null, ready: false };
+  const state = { devices: new Map(), releases: {}, running: {}, health: null, ready: false };
 
   // -- small helpers ----------------------------------------------------------------------------
 
@@ -456,15 +456,11 @@
 
   // -- releases: which devices run each, and the upload form ------------------------------------
 
+  // The server says which devices run each release (snapshot and "running" events); this
+  // only prints it.
   function updateRunning() {
-    const running = new Map();
-    for (const v of state.devices.values()) {
-      const key = `${v.image}\u0000${v.installed}`;
-      if (!running.has(key)) running.set(key, []);
-      running.get(key).push(v.id);
-    }
     for (const cell of $$("td[data-runs]")) {
-      const ids = running.get(`${cell.dataset.runs}\u0000${cell.dataset.version}`) || [];
+      const ids = (state.running[cell.dataset.runs] || {})[cell.dataset.version] || [];
       const parts = [];
       ids.forEach((id, n) => {
         if (n) parts.push(", ");
@@ -569,6 +565,7 @@
   const handlers = {
     snapshot: (data) => {
       state.releases = data.releases;
+      state.running = data.running;
       data.devices.forEach(renderDevice);
       setHealth(data.health);
       afterDevices();
@@ -585,6 +582,10 @@
       afterDevices();
       const changed = $("#releases-changed");
       if (changed) changed.hidden = false;
+    },
+    running: (data) => {
+      state.running = data;
+      if (page === "releases") updateRunning();
     },
     live: ([word, stateName]) => setLive(word, stateName),
   };
@@ -606,7 +607,7 @@
       const msg = e.data;
       if (msg.hello) {  // a tab that just opened wants what we have
         if (leading && state.ready) {
-          channel.postMessage({ name: "snapshot", data: { releases: state.releases,
+          channel.postMessage({ name: "snapshot", data: { releases: state.releases, running: state.running,
             devices: Array.from(state.devices.values()), health: state.health } });
           channel.postMessage({ name: "live", data: [$("#live").textContent, $("#live").dataset.state] });
         }
@@ -641,7 +642,7 @@
         live("reconnecting…", "down");
       }
     });
-    for (const name of ["snapshot", "device", "attempt", "health", "rollout", "releases"]) {
+    for (const name of ["snapshot", "device", "attempt", "health", "rollout", "releases", "running"]) {
       source.addEventListener(name, (e) => {
         const data = JSON.parse(e.data);
         handlers[name](data);
