@@ -89,6 +89,7 @@ def test_unit_tests_pass_with_the_esp32s_mbedtls(host_build: Path) -> None:
     assert "-DTINYOTA_P256_MBEDTLS" in result.stdout or (HOST / "build" / "unit_tests_mbedtls").exists()
 
 
+@pytest.mark.timeout(330)  # its own bound is the make's 300 s: three cores' worth of g++ on a cold cache
 def test_sketch_compiles_against_the_core_shims(host_build: Path) -> None:
     result = _run(["make", "-C", str(HOST), "sketch-check"], timeout=300)
     assert result.returncode == 0, _explain(result)
