@@ -30,12 +30,14 @@ class Recorder:
         self.retained: dict[str, bytes] = {}
         self.live: dict[str, bytes] = {}
         self.qos: dict[str, int] = {}  # the QoS each topic was last published at
+        self.log: list[tuple[str, bytes]] = []  # every publish, in order
         self.up = True
         self.session = 1
 
     def publish(self, topic: str, payload: bytes, *, retain: bool, qos: int = 1) -> None:
         (self.retained if retain else self.live)[topic] = payload
         self.qos[topic] = qos
+        self.log.append((topic, payload))
 
 
 class Clock:
@@ -243,3 +245,104 @@ def test_a_burst_of_reports_makes_one_state_per_device_and_an_outcome_waits_for_
         assert sent == []
     finally:
         service.close()
+
+
+def entity_topics(config: Any, device: str) -> tuple[str, str, str]:
+    topics = protocol.Topics()
+    return (f"{config.homeassistant.discovery_prefix}/update/tinyota_{device}/config", topics.state(device),
+            hass.availability_topic(topics, device))
+
+
+def test_publish_all_sends_every_entity_again_whole_and_nothing_else_repeats(setup: Any) -> None:
+    """After a reconnect or Home Assistant's restart every entity is sent again even if nothing
+    changed (the broker or HA may have lost it); outside that, an unchanged one is not."""
+    config, service, bus, _ = setup
+    discovery, state_topic, entity = entity_topics(config, "kitchen-1")
+    before = {t: bus.retained[t] for t in (discovery, state_topic, entity)}
+    bus.log.clear()
+    service.hass.publish_all()
+    assert [(t, p) for t, p in bus.log if t in before] == [(discovery, before[discovery]),
+                                                          (state_topic, before[state_topic]), (entity, before[entity])]
+    bus.log.clear()
+    service.hass.publish_discovery("kitchen-1")
+    service.hass.publish_state("kitchen-1")
+    service.hass.publish_availability("kitchen-1")
+    assert bus.log == []
+
+
+def test_a_device_gone_from_the_config_is_removed_from_home_assistant_once(setup: Any) -> None:
+    config, service, bus, _ = setup
+    service.registry.update_device("gone", version="1.0.0", online=True)
+    service.on_status("kitchen-1", protocol.Status("idle", "1.0.0"))  # a configured device with a record
+    bus.log.clear()
+    service.hass.publish_all()
+    gone = entity_topics(config, "gone")
+    assert [(t, p) for t, p in bus.log if t in gone] == [(t, b"") for t in gone]
+    assert all(not t.endswith(("_kitchen-1/config", "kitchen-1/state", "kitchen-1/entity")) or p
+               for t, p in bus.log)  # the configured ones stay
+    bus.log.clear()
+    service.hass.publish_all()  # Home Assistant restarted again: nothing left to remove
+    service.publisher.forget_sent()  # nor after a reconnect: an empty retained message is gone for good
+    service.hass.publish_all()
+    assert [t for t, _ in bus.log if t in gone] == []
+
+
+def test_the_discovered_device_names_its_firmware_and_platform(setup: Any) -> None:
+    config, service, bus, _ = setup
+    discovery = entity_topics(config, "kitchen-1")[0]
+    device = json.loads(bus.retained[discovery])["device"]
+    assert (device["name"], device["model"]) == ("kitchen-1", "kitchen ESP8266")
+    service.on_status("kitchen-1", protocol.Status("idle", "1.0.0", platform="esp32"))  # what it says wins
+    device = json.loads(bus.retained[discovery])["device"]
+    assert (device["model"], device["sw_version"]) == ("kitchen ESP32", "1.0.0")
+    assert json.loads(bus.retained[entity_topics(config, "loner")[0]])["device"]["model"] == "unassigned"
+
+
+def test_nothing_is_published_for_a_device_that_is_not_configured(setup: Any) -> None:
+    _, service, bus, _ = setup
+    bus.log.clear()
+    service.hass.changed("ghost")
+    service.hass.flush()
+    service.hass.publish_state("ghost")
+    service.hass.publish_availability("ghost")
+    service.hass.publish_discovery("ghost")
+    assert bus.log == []
+
+
+def test_before_any_release_the_state_links_to_the_images_releases(setup: Any) -> None:
+    config, _, bus, _ = setup
+    assert state(bus, "kitchen-1")["release_url"] == f"{config.server.public_url}/releases#image-kitchen"
+    assert state(bus, "loner")["release_url"] == f"{config.server.public_url}/releases"
+
+
+def test_a_state_overwritten_meanwhile_is_published_again_on_the_next_change(setup: Any) -> None:
+    _, service, bus, _ = setup
+    topic = protocol.Topics().state("kitchen-1")
+    good = bus.retained[topic]
+    service.publisher.publish(topic, b"", retain=True, force=True)  # e.g. cleared through the API
+    bus.log.clear()
+    service.hass.changed("kitchen-1")  # nothing about the device changed
+    service.hass.flush()
+    assert bus.log[0] == (topic, good)
+
+
+def test_a_drop_mid_update_is_forgiven_for_the_reboot_grace_but_not_past_the_deadline(setup: Any) -> None:
+    config, service, bus, clock = setup
+    release(config, "kitchen", "1.0.0")
+    service.tick()
+    attempt = service.registry.open_attempt("kitchen-1")
+    assert attempt is not None
+    service.on_status("kitchen-1", protocol.Status("downloading", "0.9.0", id=attempt.id, progress=50))
+    service.on_availability("kitchen-1", False)  # the reboot into the new firmware
+    assert available(bus, "kitchen-1") == hass.ONLINE
+    clock.now += hass.REBOOT_GRACE + 1
+    service.hass.tick()
+    assert available(bus, "kitchen-1") == hass.OFFLINE
+    # Dropped just before the attempt's deadline: forgiven only until the deadline.
+    service.on_availability("kitchen-1", True)
+    clock.now = attempt.deadline - 5
+    service.on_availability("kitchen-1", False)
+    assert available(bus, "kitchen-1") == hass.ONLINE
+    clock.now = attempt.deadline + 1  # still inside the grace, but past the deadline
+    service.hass.tick()
+    assert available(bus, "kitchen-1") == hass.OFFLINE

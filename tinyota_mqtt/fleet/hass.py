@@ -42,7 +42,7 @@ class HassPublisher:
         self.defer = defer
         self.topics = protocol.Topics(config.mqtt.prefix)
         self._removed: set[str] = set()  # removals are retained: once per device and process is enough
-        self.base = config.server.public_url.rstrip("/")
+        self.base = config.server.public_url  # the config loader has taken any trailing "/" off
         self._changed: dict[str, None] = {}  # devices whose state waits for flush(), in order
         # The last state built per device and the payload it made: an unchanged state is not
         # serialised again only for the publisher to find the same bytes.
