@@ -12,13 +12,17 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import replace
+from ipaddress import ip_network
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tinyota_mqtt.config import parse_config
 from tinyota_mqtt.core import attempts as att
-from tinyota_mqtt.core import esp_headers, httpauth, policy, protocol, retry, semver
+from tinyota_mqtt.core import esp_headers, forwarded, httpauth, policy, protocol, retry, semver
 from tinyota_mqtt.core.protocol import Status
+from tinyota_mqtt.core.throttle import LoginThrottle
 
 # -- attempts: every field of the attempt after each transition ---------------------------------------
 
@@ -528,3 +532,156 @@ def test_a_late_report_that_cannot_confirm_leaves_a_timed_out_attempt_closed() -
     served = replace(timed_out, download=att.SERVED)
     late = att.on_status(served, Status("idle", "2.0.0"), 500.0)
     assert late.state == att.SUCCEEDED and late.late
+
+
+# -- login throttling, on a fake clock (core/throttle.py) ----------------------------------------------
+# The same rules against a real server, and behind nginx: tests/test_throttle.py.
+
+class Clock:
+    now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+A, B = "10.0.0.5", "10.0.0.6"
+
+
+def test_failures_count_per_address_and_account_and_are_forgiven_after_the_window() -> None:
+    clock = Clock()
+    throttle = LoginThrottle(limit=3, window=60, clock=clock)
+    for _ in range(3):
+        assert throttle.retry_after((A, "kitchen-1")) == 0
+        throttle.failed((A, "kitchen-1"))
+    assert throttle.retry_after((A, "kitchen-1")) == 60
+    assert throttle.retry_after((A, "kitchen-2")) == 0  # the same address, another account
+    assert throttle.retry_after((B, "kitchen-1")) == 0  # the same account, another address
+    clock.now = 30
+    assert throttle.retry_after((A, "kitchen-1")) == 30
+    clock.now = 61
+    assert throttle.retry_after((A, "kitchen-1")) == 0
+
+
+def test_a_costly_check_counts_as_a_failure_before_it_runs() -> None:
+    throttle = LoginThrottle(limit=3, window=60, per_address=10, clock=Clock())
+    held = [throttle.reserve((A, "kitchen-1")) for _ in range(3)]
+    assert all(held)
+    assert throttle.reserve((A, "kitchen-1")) is None  # three undecided checks already fill the limit
+    assert throttle.retry_after((A, "kitchen-1")) > 0
+    held[0].succeeded()  # type: ignore[union-attr]
+    again = throttle.reserve((A, "kitchen-1"))  # a success gives its slot back...
+    assert again is not None
+    held[1].failed()  # type: ignore[union-attr]
+    assert throttle.reserve((A, "kitchen-1")) is None  # ...a failure keeps it
+    held[1].failed()  # type: ignore[union-attr]  # a second call changes nothing
+    assert throttle.retry_after((A, "kitchen-1")) > 0
+    again.succeeded()
+    held[2].succeeded()  # type: ignore[union-attr]
+    assert throttle.retry_after((A, "kitchen-1")) == 0  # all decided: the one failure counts once
+
+
+def test_costly_checks_in_flight_are_bounded_per_address() -> None:
+    throttle = LoginThrottle(limit=10, per_address=2, clock=Clock())
+    first, second = throttle.reserve((A, "kitchen-1")), throttle.reserve((A, "admin"))
+    assert first and second
+    assert throttle.reserve((A, "kitchen-2")) is None and throttle.busy(A)
+    assert throttle.reserve((B, "kitchen-2")) is not None  # other addresses are not affected
+    first.succeeded()
+    assert throttle.reserve((A, "kitchen-2")) is not None
+
+
+def test_the_documented_defaults_ten_failures_a_minute_and_four_checks_per_address() -> None:
+    # docs/config.md: "After 10 failures within 60 s ..."; "At most 4 costly checks run or wait per address".
+    clock = Clock()
+    throttle = LoginThrottle(clock=clock)
+    for _ in range(10):
+        assert throttle.retry_after((A, "kitchen-1")) == 0
+        throttle.failed((A, "kitchen-1"))
+    assert throttle.retry_after((A, "kitchen-1")) == 60
+    clock.now = 60.5
+    assert throttle.retry_after((A, "kitchen-1")) == 0
+    held = [throttle.reserve((B, f"kitchen-{i}")) for i in range(4)]
+    assert all(held) and throttle.busy(B)
+    assert throttle.reserve((B, "admin")) is None
+
+
+def test_retry_after_counts_down_and_waiting_it_out_is_enough() -> None:
+    clock = Clock()
+    clock.now = 1000.0  # a monotonic clock is anywhere, not at 0
+    throttle = LoginThrottle(limit=1, window=60, clock=clock)
+    throttle.failed((A, "kitchen-1"))
+    assert throttle.retry_after((A, "kitchen-1")) == 60
+    clock.now = 1030.0
+    wait = throttle.retry_after((A, "kitchen-1"))
+    assert wait == 30
+    clock.now += 29.5
+    assert throttle.retry_after((A, "kitchen-1")) == 1  # half a second left: the shortest wait it says
+    clock.now = 1030.0 + wait
+    assert throttle.retry_after((A, "kitchen-1")) == 0  # whoever waits what it said gets in
+
+
+def test_a_burst_of_undecided_checks_asks_for_a_one_second_wait() -> None:
+    # Reservations resolve within one check; the HTTP layer turns 1 s into "Retry-After: 2" (docs/config.md).
+    throttle = LoginThrottle(limit=2, per_address=10, clock=Clock())
+    assert throttle.reserve((A, "kitchen-1")) and throttle.reserve((A, "kitchen-1"))
+    assert throttle.retry_after((A, "kitchen-1")) == 1
+
+
+def test_one_check_in_flight_per_address_is_given_back_when_it_ends() -> None:
+    throttle = LoginThrottle(per_address=1, clock=Clock())
+    assert not throttle.busy(A)  # an address nobody has seen
+    first = throttle.reserve((A, "kitchen-1"))
+    assert first is not None and throttle.busy(A) and not throttle.busy(B)
+    assert throttle.reserve((A, "admin")) is None
+    first.succeeded()
+    assert not throttle.busy(A)
+    assert throttle.reserve((A, "admin")) is not None
+
+
+def test_a_full_table_forgets_the_longest_quiet_guesser_not_the_one_guessing_now() -> None:
+    clock = Clock()
+    throttle = LoginThrottle(limit=1, window=600, clock=clock, max_tracked=2)
+    for now, address in ((0, "10.0.0.1"), (1, "10.0.0.2"), (2, "10.0.0.1"), (3, "10.0.0.3")):
+        clock.now = now
+        throttle.failed((address, "x"))
+    # .1 guessed first but also last-but-one; .2 has been quiet longest, so it is the one let go.
+    assert throttle.retry_after(("10.0.0.1", "x")) > 0
+    assert throttle.retry_after(("10.0.0.2", "x")) == 0
+    assert throttle.retry_after(("10.0.0.3", "x")) > 0
+
+
+def test_throttle_memory_is_bounded() -> None:
+    throttle = LoginThrottle(limit=3, window=60, clock=Clock(), max_tracked=100)
+    for i in range(1000):
+        throttle.failed((f"addr-{i}", "x"))
+    assert len(throttle._failures) <= 100
+
+
+# -- the client address behind trusted proxies (core/forwarded.py) -----------------------------------
+
+PROXIES = (ip_network("127.0.0.1/32"), ip_network("10.1.0.0/16"))
+
+
+@pytest.mark.parametrize(("peer", "xff", "real_ip", "client"), [
+    ("192.0.2.9", "203.0.113.5", None, "192.0.2.9"),  # not a proxy: its headers are ignored
+    ("127.0.0.1", "203.0.113.5", None, "203.0.113.5"),
+    ("127.0.0.1", "6.6.6.6, 203.0.113.5", None, "203.0.113.5"),  # the left part is the client's own
+    ("127.0.0.1", "6.6.6.6, 203.0.113.5, 10.1.2.3", None, "203.0.113.5"),  # a chain of our proxies
+    ("127.0.0.1", "10.1.2.3, 10.1.2.4", None, "10.1.2.3"),  # all proxies: the first one is the client
+    ("127.0.0.1", "203.0.113.5:4711", None, "203.0.113.5"),
+    ("127.0.0.1", "[2001:db8::1]:4711", None, "2001:db8::1"),
+    ("127.0.0.1", "not-an-address", None, "127.0.0.1"),
+    ("127.0.0.1", "6.6.6.6, junk, 10.1.2.3", None, "10.1.2.3"),
+    ("127.0.0.1", None, "203.0.113.7", "203.0.113.7"),
+    ("127.0.0.1", None, "junk", "127.0.0.1"),
+    ("127.0.0.1", None, None, "127.0.0.1"),
+])
+def test_the_client_address_is_read_from_trusted_proxies_only(peer: str, xff: str | None, real_ip: str | None,
+                                                              client: str) -> None:
+    assert forwarded.client_address(peer, PROXIES, xff, real_ip) == client
+    assert forwarded.client_address(peer, (), xff, real_ip) == peer  # no proxies configured
+
+
+@given(st.text(max_size=200), st.text(max_size=60))
+def test_client_address_never_raises(xff: str, real_ip: str) -> None:
+    assert forwarded.client_address("127.0.0.1", PROXIES, xff, real_ip)
