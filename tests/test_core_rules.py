@@ -18,9 +18,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tinyota_mqtt import __version__
 from tinyota_mqtt.config import parse_config
 from tinyota_mqtt.core import attempts as att
-from tinyota_mqtt.core import esp_headers, forwarded, httpauth, policy, protocol, retry, semver
+from tinyota_mqtt.core import esp_headers, forwarded, hass, httpauth, policy, protocol, retry, semver
 from tinyota_mqtt.core.protocol import Status
 from tinyota_mqtt.core.throttle import LoginThrottle
 
@@ -532,6 +533,69 @@ def test_a_late_report_that_cannot_confirm_leaves_a_timed_out_attempt_closed() -
     served = replace(timed_out, download=att.SERVED)
     late = att.on_status(served, Status("idle", "2.0.0"), 500.0)
     assert late.state == att.SUCCEEDED and late.late
+
+
+# -- Home Assistant: the discovery, state and availability messages (core/hass.py) -------------------
+# docs/protocol.md "Home Assistant discovery" and "Entity availability"; what HA's own schema says
+# about the same payloads: test_hass_schema.py.
+
+HA_TOPICS = protocol.Topics("home")
+
+
+def test_discovery_is_the_documented_entity_on_the_devices_own_topics() -> None:
+    entity = hass.EntityInfo("kitchen-1", "Kitchen", "kitchen", "esp32s3", "1.0.0",
+                             configuration_url="http://h/devices/kitchen-1", entity_picture="http://h/icon.svg")
+    topic, payload, retain = hass.discovery("ha", HA_TOPICS, entity)
+    assert (topic, retain) == ("ha/update/tinyota_kitchen-1/config", True)  # retained: HA reads it on its start
+    assert json.loads(payload) == {
+        "name": "Firmware",
+        "unique_id": "tinyota_kitchen-1",
+        "device_class": "firmware",
+        "entity_category": "config",
+        "state_topic": "home/kitchen-1/state",
+        "command_topic": "home/kitchen-1/install",
+        "payload_install": "install",
+        "availability": [{"topic": "home/kitchen-1/entity"}, {"topic": "home/server/availability"}],
+        "availability_mode": "all",
+        "device": {"identifiers": ["tinyota_kitchen-1"], "name": "Kitchen", "manufacturer": "TinyOTA-MQTT",
+                   "model": "kitchen ESP32S3", "sw_version": "1.0.0", "configuration_url": "http://h/devices/kitchen-1"},
+        "origin": {"name": "TinyOTA-MQTT", "sw_version": __version__},
+        # At least once for the Install press; not 2, which brokers capped at QoS 1 refuse.
+        "qos": 1,
+        "entity_picture": "http://h/icon.svg",
+    }
+
+
+@pytest.mark.parametrize(("image", "platform", "model"), [
+    ("kitchen", "esp8266", "kitchen ESP8266"),  # docs/homeassistant.md's example
+    ("kitchen", None, "kitchen"),  # a platform not known yet: the image alone
+    (None, "esp32", "ESP32"),  # reported by a device in no group
+    (None, None, "unassigned"),
+])
+def test_the_device_model_is_its_image_and_platform(image: str | None, platform: str | None, model: str) -> None:
+    entity = hass.EntityInfo("d", "D", image, platform, None)
+    device = json.loads(hass.discovery("ha", HA_TOPICS, entity)[1])["device"]
+    # Nothing known is left out rather than sent empty: HA would show an empty version or a dead link.
+    assert device == {"identifiers": ["tinyota_d"], "name": "D", "manufacturer": "TinyOTA-MQTT", "model": model}
+
+
+def test_state_is_retained_on_the_devices_state_topic() -> None:
+    topic, payload, retain = hass.state(HA_TOPICS, "kitchen-1", hass.EntityState("1.0.0", "1.1.0", False, 30, "K"))
+    assert (topic, retain) == ("home/kitchen-1/state", True)
+    assert json.loads(payload) == {"in_progress": False, "update_percentage": None, "title": "K",
+                                   "release_summary": "", "installed_version": "1.0.0", "latest_version": "1.1.0"}
+
+
+def test_release_notes_are_cut_only_past_home_assistants_255_characters() -> None:
+    assert hass.summary("x" * 255) == "x" * 255  # exactly the limit: all of it, no ellipsis
+    assert hass.summary("x" * 256) == "x" * 254 + "…"
+    assert hass.summary("  padded  ") == "padded"
+
+
+def test_availability_is_retained_online_or_offline_on_the_entity_topic() -> None:
+    # Retained, so an HA that subscribes later (or restarts) still learns it.
+    assert hass.availability(HA_TOPICS, "kitchen-1", True) == ("home/kitchen-1/entity", b"online", True)
+    assert hass.availability(HA_TOPICS, "kitchen-1", False) == ("home/kitchen-1/entity", b"offline", True)
 
 
 # -- login throttling, on a fake clock (core/throttle.py) ----------------------------------------------
