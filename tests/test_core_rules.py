@@ -584,6 +584,25 @@ def test_state_is_retained_on_the_devices_state_topic() -> None:
     assert (topic, retain) == ("home/kitchen-1/state", True)
     assert json.loads(payload) == {"in_progress": False, "update_percentage": None, "title": "K",
                                    "release_summary": "", "installed_version": "1.0.0", "latest_version": "1.1.0"}
+    linked = hass.EntityState("1.0.0", "1.1.0", True, 30, "K", notes="Faster boot", release_url="http://h/releases")
+    assert json.loads(hass.state(HA_TOPICS, "kitchen-1", linked)[1]) == {
+        "in_progress": True, "update_percentage": 30, "title": "K", "release_summary": "Faster boot",
+        "installed_version": "1.0.0", "latest_version": "1.1.0", "release_url": "http://h/releases"}
+
+
+@pytest.mark.parametrize(("notes", "limit", "want"), [
+    ("aaa bbb ccc", 8, "aaa bbb…"),  # a word that ends right at the cut is kept whole
+    ("aaa bbb ccc", 6, "aaa…"),  # a word the cut would split is left out whole
+    ("aa bb cc dd", 10, "aa bb cc…"),  # the last word boundary before the cut, not the first
+    ("aa bb cccc", 9, "aa bb…"),
+    ("aa bb c dd", 9, "aa bb c…"),  # a one-letter word just before the cut still fits beside the "…"
+    ("abcdefghij", 5, "abcd…"),  # one endless word: cut inside it
+    ("aa  bbbbbb", 7, "aa…"),  # the blanks before the cut word go too
+    ("aa\n\nbbbbbb", 6, "aa…"),  # as do line breaks (the cut is at a space, or inside the word)
+])
+def test_release_notes_are_cut_at_the_last_word_that_fits_with_the_ellipsis(notes: str, limit: int,
+                                                                             want: str) -> None:
+    assert hass.summary(notes, limit) == want and len(want) <= limit
 
 
 def test_release_notes_are_cut_only_past_home_assistants_255_characters() -> None:

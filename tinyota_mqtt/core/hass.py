@@ -19,6 +19,7 @@ with them, and so why they look the way they do:
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +31,7 @@ PAYLOAD_INSTALL = "install"
 ONLINE, OFFLINE = b"online", b"offline"
 ENTITY_NAME = "Firmware"  # HA shows "<device name> Firmware" and makes update.<device>_firmware
 SUMMARY_LIMIT = 255  # HA's update entity cuts release_summary at 255 characters
+_PARTIAL_WORD = re.compile(r"\S+\Z")
 # A device that drops off MQTT inside an update it has started is rebooting, not gone: its entity
 # stays available this long (and never past the attempt's end), so HA shows no "unavailable" flash.
 REBOOT_GRACE = 120.0
@@ -121,9 +123,14 @@ def summary(notes: str, limit: int = SUMMARY_LIMIT) -> str:
     text = notes.strip()
     if len(text) <= limit:
         return text
-    cut = text[:limit]  # one character to spare for the ellipsis once trimmed below
-    head, space, _ = cut[:-1].rpartition(" ") if not cut[-1].isspace() else (cut, "", "")
-    kept = head if space and head.strip() else cut[:limit - 1]  # one endless word: cut inside it
+    cut = text[:limit]
+    if cut[-1].isspace():  # a word ends right at the cut; trimming makes room for the ellipsis
+        kept = cut
+    else:
+        # Drop the word the cut splits, back to the blank before it (a space or a line break); the
+        # cut's last character is where the ellipsis goes.
+        head = _PARTIAL_WORD.sub("", cut[:-1])
+        kept = head if head else cut[:limit - 1]  # one endless word: cut inside it
     return kept.rstrip() + "…"
 
 
