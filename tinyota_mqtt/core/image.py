@@ -219,9 +219,7 @@ def _parse(data: Buffer, extended: bool) -> ImageInfo:
     header = _COMMON + (_EXTENDED if extended else 0)
     if size < header:
         raise BadImage(f"the image ends after {size} bytes, inside its {header}-byte header")
-    magic, count, mode, size_freq = data[0], data[1], data[2], data[3]
-    if magic != ESP_MAGIC:
-        raise BadImage(f"first byte 0x{magic:02x} is not the ESP image magic 0xe9")
+    count, mode, size_freq = data[1], data[2], data[3]  # describe() has checked the magic byte
     if extended:
         chip_id = int.from_bytes(data[12:14], "little")
         chip = CHIP_IDS.get(chip_id, f"chip id {chip_id}")
@@ -379,7 +377,7 @@ def make_test_image(version: str, size: int = 4096, *, fill: bytes = b"\xff", pl
         desc = struct.pack("<II8x32s32s16s16s32s", APP_DESC_MAGIC, 0, version.encode("ascii"),
                            project.encode("ascii"), b"", b"", b"v5.1-tinyota-test")
         head = desc + bytes(_APP_DESC - len(desc)) + marker
-        load, digest = _DROM.get(platform, 0x3C000000) + 0x20, _DIGEST
+        load, digest = _DROM[platform] + 0x20, _DIGEST  # every chip with an id has its DROM here
     else:
         header = struct.pack("<BBBBI", ESP_MAGIC, 1, 2, 0x40, 0x40100000)  # DIO; 4MB, 40m
         head, load, digest = marker, 0x3FFE8000, 0
