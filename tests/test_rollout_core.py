@@ -371,3 +371,109 @@ def test_rollout_invariants(n: int, fates: list[str], waves: str, window: str | 
         assert not {d for _, d in world.retried[retried:]} & held_before
     for t, _ in world.announced:
         assert policy.window is None or policy.window.is_open(t)
+
+
+# -- the summary every surface shows, and the controls, value by value ------------------------------
+# docs/protocol.md "Rollouts": the summary's keys, a wave's counts, when the window keys appear.
+
+def halted_rollout() -> ro.Rollout:
+    policy = ro.Policy(waves=ro.parse_waves("1,rest"), window=ro.parse_window("Mon-Fri 02:00+3h Europe/Berlin"))
+    r = ro.start("7", "kitchen", "2.0.0", ["lights", "hall"], policy, fleet(3), 100.0, "config")
+    world = World(fates={"dev-000": "fail"})
+    return run(r, world, [at("2026-12-01 02:10"), at("2026-12-01 02:20")])[-1]
+
+
+def test_the_summary_is_the_documented_shape() -> None:
+    r = halted_rollout()
+    now = at("2026-12-01 06:00")  # a Tuesday, after the window closed
+    assert ro.summary(r, now) == {
+        "id": "7", "image": "kitchen", "version": "2.0.0", "groups": ["lights", "hall"], "state": ro.HALTED,
+        "controls": {"pause": False, "resume": True, "abort": True}, "wave": 1,
+        "waves": [{"wave": 1, "devices": 1, "waiting": 0, "announced": 0, "retry": 0, "succeeded": 0, "failed": 1,
+                   "cancelled": 0, "queued": 0},
+                  {"wave": 2, "devices": 2, "waiting": 2, "announced": 0, "retry": 0, "succeeded": 0, "failed": 0,
+                   "cancelled": 0, "queued": 2}],
+        "devices": 3, "counts": {"waiting": 2, "announced": 0, "retry": 0, "succeeded": 0, "failed": 1, "cancelled": 0},
+        "reason": "1 of 1 ended attempts failed (wave 1; halts at 20%), e.g. dev-000: MD5 check failed",
+        "policy": ("waves 1,rest, advance at 100%, halt at 20% of at least 1 ended, "
+                   "window Mon-Fri 02:00+3h Europe/Berlin"),
+        "started_by": "config", "created": 100.0, "updated": at("2026-12-01 02:20"),
+        "window_open": False, "next_window": at("2026-12-02 02:00"),
+    }
+    # The window keys only while the rollout is live, and only when asked at a time.
+    assert "window_open" not in ro.summary(r) and "next_window" not in ro.summary(r)
+    assert "window_open" not in ro.summary(ro.abort(r, "admin", now), now)
+    assert ro.summary(r, at("2026-12-02 02:30"))["window_open"] is True
+    plain = ro.start("8", "k", "2.0.0", ["g"], ro.Policy(), fleet(1), 0.0, "admin")
+    assert "window_open" not in ro.summary(plain, 5.0)
+    assert ro.summary(plain)["wave"] == 1
+    assert ro.summary(ro.start("9", "k", "2.0.0", ["g"], ro.Policy(), [], 0.0, "admin"))["wave"] == 0  # no waves
+
+
+def test_halt_abort_and_pause_stamp_the_time_and_write_the_log() -> None:
+    r = ro.start("1", "k", "2.0.0", ["g"], ro.Policy(), fleet(2), 0.0, "admin")
+    started = r.log
+    assert ro.halt(r, "the broker is gone", 5.0) == replace(
+        r, state=ro.HALTED, reason="the broker is gone", updated=5.0,
+        log=(*started, ro.Entry(5.0, "rollout", "halted: the broker is gone")))
+    assert ro.abort(r, "alice", 6.0) == replace(
+        r, state=ro.ABORTED, reason="aborted by alice", updated=6.0,
+        log=(*started, ro.Entry(6.0, "alice", "aborted: aborted by alice")))
+    assert ro.abort(r, "config", 6.0, "the group was removed").reason == "the group was removed"
+    assert ro.pause(r, "bob", 7.0) == replace(r, state=ro.PAUSED, updated=7.0,
+                                              log=(*started, ro.Entry(7.0, "bob", "paused")))
+    done = ro.abort(r, "alice", 6.0)
+    assert ro.halt(done, "late", 8.0) is done  # a finished rollout stays as it ended
+    with pytest.raises(ro.ControlError, match=r"^rollout 1 is already aborted$"):
+        ro.abort(done, "bob", 9.0)
+    with pytest.raises(ro.ControlError, match=r"^rollout 1 is aborted; only a scheduled or running rollout can be "
+                                              r"paused$"):
+        ro.pause(done, "bob", 9.0)
+
+
+def test_a_device_that_cannot_be_announced_to_halts_the_rollout_and_waits() -> None:
+    r = ro.start("1", "k", "2.0.0", ["g"], ro.Policy(), fleet(3), 0.0, "admin")
+    r, actions = ro.step(r, {}, 1.0)
+    assert [a.device for a in actions] == fleet(3)
+    r = ro.bind(r, "dev-000", "a1")  # its announcement went out; the next one could not
+    after = ro.unannounced(r, "dev-001", "broker refused the publish", 2.0)
+    assert after.state == ro.HALTED and after.updated == 2.0
+    assert after.reason == "cannot announce to dev-001: broker refused the publish"
+    assert after.log[-1] == ro.Entry(2.0, "rollout", "halted: cannot announce to dev-001: broker refused the publish")
+    assert after.members == (
+        r.members[0],  # announced and bound: left as it is
+        replace(r.members[1], state=ro.WAITING, attempt=None, tries=0),  # never told: announced again later
+        r.members[2])
+
+
+@pytest.mark.parametrize(("text", "want"), [("20%", 20.0), ("20", 20.0), (" 12.5 % ", 12.5), ("0", 0.0),
+                                            ("100%", 100.0)])
+def test_a_percentage_is_read_with_or_without_its_sign(text: str, want: float) -> None:
+    assert ro.parse_percent(text, "halt_at") == want
+
+
+@pytest.mark.parametrize("text", ["100.5%", "101", "-1", "twenty", "20%%", ""])
+def test_a_percentage_outside_0_to_100_is_refused_by_name(text: str) -> None:
+    with pytest.raises(ro.RolloutError) as caught:
+        ro.parse_percent(text, "halt_at")
+    assert str(caught.value) == f"halt_at: {text!r} is not a percentage; write e.g. 20%"
+
+
+def test_the_next_opening_is_found_in_the_windows_own_time_zone() -> None:
+    tokyo = ZoneInfo("Asia/Tokyo")
+    w = ro.parse_window("Tue 07:00+30m Asia/Tokyo")
+    # Tuesday 08:00 in Tokyo is still Monday in UTC: the next opening is a week on, not lost.
+    assert w.next_open(at("2026-12-01 08:00", tokyo)) == at("2026-12-08 07:00", tokyo)
+    assert w.next_open(at("2026-12-01 07:10", tokyo)) == at("2026-12-01 07:10", tokyo)  # open now: now
+
+
+def test_an_unknown_time_zone_without_a_close_name_gets_the_general_hint() -> None:
+    with pytest.raises(ro.RolloutError) as caught:
+        ro.parse_window("daily 02:00+1h Qqqq/Zzzzzz")
+    assert str(caught.value) == "unknown time zone 'Qqqq/Zzzzzz' (use an IANA name such as Europe/Berlin)"
+
+
+def test_a_member_is_found_by_its_device() -> None:
+    r = ro.start("1", "k", "2.0.0", ["g"], ro.Policy(), fleet(2), 0.0, "admin")
+    assert r.member("dev-001") == ro.Member("dev-001", 0)
+    assert r.member("nobody") is None
