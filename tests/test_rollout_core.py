@@ -477,3 +477,24 @@ def test_a_member_is_found_by_its_device() -> None:
     r = ro.start("1", "k", "2.0.0", ["g"], ro.Policy(), fleet(2), 0.0, "admin")
     assert r.member("dev-001") == ro.Member("dev-001", 0)
     assert r.member("nobody") is None
+
+
+def test_resume_acknowledges_only_the_failures_and_says_what_it_resumed_past() -> None:
+    r = halted_rollout()
+    failed, waiting = r.members[0], r.members[1:]
+    resumed = ro.resume(r, "bob", 9.0)
+    assert resumed == replace(
+        r, state=ro.RUNNING, reason=None, updated=9.0,
+        members=(replace(failed, acknowledged=True), *waiting),  # a success or a wait stays counted
+        log=(*r.log, ro.Entry(9.0, "bob", f"resumed past: {r.reason}")))
+    paused = ro.pause(resumed, "bob", 10.0)
+    assert ro.resume(paused, "eve", 11.0).log[-1] == ro.Entry(11.0, "eve", "resumed")
+    with pytest.raises(ro.ControlError, match=r"^rollout 7 is running; only a paused or halted rollout can be "
+                                              r"resumed$"):
+        ro.resume(resumed, "bob", 12.0)
+
+
+def test_every_rule_of_the_policy_survives_storage() -> None:
+    policy = ro.Policy(waves=ro.parse_waves("1,rest"), advance_at=80.0, soak=30.0, halt_at=None, halt_min=3)
+    r = ro.start("1", "k", "2.0.0", ["g"], policy, fleet(2), 0.0, "admin")
+    assert ro.from_json(ro.to_json(r)).policy == policy
