@@ -17,7 +17,7 @@ import struct
 import tracemalloc
 import zlib
 from dataclasses import replace
-from functools import reduce
+from functools import cache, reduce
 from pathlib import Path
 
 import pytest
@@ -140,11 +140,19 @@ def test_images_of_any_segment_count_from_1_to_16_are_read() -> None:
             assert (info.segments, info.length, info.chip) == (count, len(data), platform)
 
 
-def test_the_checksum_is_the_xor_of_every_segment_byte_across_mib_boundaries() -> None:
-    # Lengths around the parser's 1 MiB fold, odd ones, and bytes that differ in every bit position.
+# The big inputs are made once per process (the mutation run forks its test runs from one that
+# has them), so each of its hundreds of runs pays for the check, not for making the input.
+
+@cache
+def checksummed() -> list[bytes]:
+    """Images whose segment lengths lie around the parser's 1 MiB fold, and odd ones, of bytes
+    that differ in every bit position."""
     noise = bytes((i * 131 + (i >> 8) * 7) & 0xFF for i in range((1 << 20) + 7))
-    for length in (1, 2, 3, 255, 1 << 20, (1 << 20) + 7):
-        data = build(noise[:length])
+    return [build(noise[:length]) for length in (1, 2, 3, 255, 1 << 20, (1 << 20) + 7)]
+
+
+def test_the_checksum_is_the_xor_of_every_segment_byte_across_mib_boundaries() -> None:
+    for data in checksummed():
         assert describe(data).length == len(data)
         wrong = bytearray(data)
         wrong[-33] ^= 0x01  # the checksum byte, before the digest
@@ -328,20 +336,32 @@ def test_bad_gzips_are_refused_in_words() -> None:
     assert caught.value.hint == "release the .bin the build produced (not the .elf)"
 
 
+@cache
+def at_the_limit() -> tuple[bytes, bytes]:
+    """A gzip that inflates to exactly MAX_INFLATED bytes of image, and one a byte longer."""
+    data = make_test_image("1.0.0", image.MAX_INFLATED)
+    return gzip.compress(data), gzip.compress(data + b"\xff")
+
+
 def test_a_gzip_may_inflate_to_exactly_the_limit_and_no_further() -> None:
-    at_limit = make_test_image("1.0.0", image.MAX_INFLATED)
-    assert describe(gzip.compress(at_limit)).length == image.MAX_INFLATED
-    assert refused(gzip.compress(at_limit + b"\xff")) == \
-        "the gzip inflates past 4 MiB, more than an ESP8266 app can be"
+    fits, too_big = at_the_limit()
+    assert describe(fits).length == image.MAX_INFLATED
+    assert refused(too_big) == "the gzip inflates past 4 MiB, more than an ESP8266 app can be"
+
+
+@cache
+def bomb() -> bytes:
+    """A gzip of 64 MiB, made a MiB at a time."""
+    packer = zlib.compressobj(1, zlib.DEFLATED, 31)
+    zeros = bytes(1 << 20)
+    return packer.compress(b"\xe9") + b"".join(packer.compress(zeros) for _ in range(64)) + packer.flush()
 
 
 def test_a_gzip_bomb_is_refused_without_inflating_it_all() -> None:
-    packer = zlib.compressobj(1, zlib.DEFLATED, 31)  # a gzip of 64 MiB, made a MiB at a time
-    zeros = bytes(1 << 20)
-    bomb = packer.compress(b"\xe9") + b"".join(packer.compress(zeros) for _ in range(64)) + packer.flush()
+    data = bomb()
     tracemalloc.start()
     try:
-        assert refused(bomb).startswith("the gzip inflates past")
+        assert refused(data).startswith("the gzip inflates past")
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
