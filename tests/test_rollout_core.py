@@ -498,3 +498,91 @@ def test_every_rule_of_the_policy_survives_storage() -> None:
     policy = ro.Policy(waves=ro.parse_waves("1,rest"), advance_at=80.0, soak=30.0, halt_at=None, halt_min=3)
     r = ro.start("1", "k", "2.0.0", ["g"], policy, fleet(2), 0.0, "admin")
     assert ro.from_json(ro.to_json(r)).policy == policy
+
+
+# -- the parsers, value by value and word by word ----------------------------------------------------
+
+@pytest.mark.parametrize(("text", "days", "start", "seconds", "stored"), [
+    ("daily 23:59+1m UTC", range(7), "23:59", 60, "daily 23:59+1m UTC"),  # the shortest, the last minute
+    ("* 00:00+7d UTC", range(7), "00:00", 7 * 86400, "* 00:00+7d UTC"),  # the longest
+    ("  Sat,Sun   10:00 + 30m   UTC ", (5, 6), "10:00", 1800, "Sat,Sun 10:00 + 30m UTC"),
+    ("mon,wed-fri 2:05+1h30m UTC", (0, 2, 3, 4), "02:05", 5400, "mon,wed-fri 2:05+1h30m UTC"),
+    ("sunday 01:00+90min UTC", (6,), "01:00", 5400, "sunday 01:00+90min UTC"),
+    ("Fri-Mon 22:00+2d3h4m UTC", (4, 5, 6, 0), "22:00", 60 * (2 * 1440 + 3 * 60 + 4), "Fri-Mon 22:00+2d3h4m UTC"),
+])
+def test_a_window_is_read_as_written(text: str, days: tuple[int, ...], start: str, seconds: int, stored: str) -> None:
+    w = ro.parse_window(text)
+    assert (w.days, w.start.strftime("%H:%M"), w.seconds, w.tz, w.text) == (frozenset(days), start, seconds, "UTC",
+                                                                             stored)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("daily 24:00+1h UTC", "24:00 is not a time of day (00:00 to 23:59)"),
+    ("daily 23:60+1h UTC", "23:60 is not a time of day (00:00 to 23:59)"),
+    ("daily 02:00+0m UTC", "a window lasts from 1m to 7d, not 0m"),
+    ("daily 02:00+7d1m UTC", "a window lasts from 1m to 7d, not 7d1m"),
+    ("daily 02:00+1h", "'daily 02:00+1h' has no time zone; add one such as Europe/Berlin or UTC (the window follows "
+                       "that zone's clock, summer time included)"),
+    ("Mon-Fry 02:00+1h UTC", "'fry' is not a day. Did you mean 'Fri'?"),
+    ("Mnday 02:00+1h UTC", "'mnday' is not a day. Did you mean 'Mon'?"),
+    ("xyz-Fri 02:00+1h UTC", "'xyz' is not a day. Write e.g. Mon-Fri, Sat,Sun or daily."),
+])
+def test_a_bad_window_is_refused_in_words(text: str, message: str) -> None:
+    with pytest.raises(ro.RolloutError) as caught:
+        ro.parse_window(text)
+    assert str(caught.value) == message
+
+
+def test_a_window_open_for_days_is_still_open_on_its_last_one() -> None:
+    w = ro.parse_window("Mon 12:00+2d UTC")  # Monday noon to Wednesday noon
+    utc = ZoneInfo("UTC")
+    assert w.is_open(at("2026-12-02 11:59", utc)) and not w.is_open(at("2026-12-02 12:00", utc))
+    # A window of exactly one day, and the look back at every day it may have opened on.
+    day = ro.parse_window("Tue 12:00+1d UTC")
+    assert day.is_open(at("2026-12-02 11:59", utc)) and not day.is_open(at("2026-12-02 12:00", utc))
+    tokyo = ZoneInfo("Asia/Tokyo")
+    late = ro.parse_window("Mon 23:00+2h Asia/Tokyo")  # Monday 23:00 to Tuesday 01:00 in Tokyo
+    assert late.is_open(at("2026-12-01 00:30", tokyo))  # still Monday 15:30 in UTC
+
+
+@pytest.mark.parametrize(("text", "wave"), [
+    ("rest", ro.REST), ("ALL", ro.REST), ("100%", ro.REST), ("100.0%", ro.REST), ("0.5%", ro.WaveSpec(percent=0.5)),
+    ("3", ro.WaveSpec(count=3)), ("kitchen-1+kitchen-2", ro.WaveSpec(devices=("kitchen-1", "kitchen-2"))),
+])
+def test_a_wave_is_read_as_written(text: str, wave: ro.WaveSpec) -> None:
+    assert ro.parse_wave(text) == wave
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("0", "a wave of 0 devices reaches nobody; write at least 1"),
+    ("100.5%", "100.5% is not a share of the fleet; write more than 0% and at most 100%"),
+    ("0%", "0% is not a share of the fleet; write more than 0% and at most 100%"),
+    ("kitchen 1", "'kitchen 1' is not a wave; write a count (1), a share (25%), 'rest', or device ids joined by '+' "
+                  "(kitchen-1+kitchen-2)"),
+])
+def test_a_bad_wave_is_refused_in_words(text: str, message: str) -> None:
+    with pytest.raises(ro.RolloutError) as caught:
+        ro.parse_wave(text)
+    assert str(caught.value) == message
+    with pytest.raises(ro.RolloutError) as caught:
+        ro.parse_waves(" , ")
+    assert str(caught.value) == "no waves given; write e.g. 1,25%,rest"
+
+
+def test_a_pause_withdraws_only_what_no_device_has_started() -> None:
+    r = ro.start("1", "k", "2.0.0", ["g"], ro.Policy(), fleet(4), 0.0, "admin")
+    r, _ = ro.step(r, {}, 1.0)
+    for device, attempt in zip(fleet(4), ("a0", "a1", "a2", "a3"), strict=True):
+        r = ro.bind(r, device, attempt)
+    r = ro.pause(r, "admin", 2.0)
+    seen = {
+        "dev-000": ro.Observation("1.0.0", "a0", "2.0.0", att.PENDING),  # not started: taken back
+        "dev-001": ro.Observation("1.0.0", "a1", "2.0.0", att.DOWNLOADING),  # under way: left to finish
+        "dev-002": ro.Observation("1.0.0", "r2", "2.0.0", att.PENDING),  # the announcer's retry, not started
+        # dev-003: nothing known about it
+    }
+    after, actions = ro.step(r, seen, 3.0)
+    assert actions == [ro.Withdraw("dev-000"), ro.Withdraw("dev-002")]
+    assert after.members[0] == replace(r.members[0], state=ro.WAITING, attempt=None)  # nothing of it left
+    assert after.members[2] == replace(r.members[2], state=ro.WAITING, attempt=None, tries=2)
+    assert after.member("dev-001") == r.members[1] and after.member("dev-003") == r.members[3]
