@@ -43,12 +43,14 @@ class Scope:
 
 
 CORE = ("attempts", "retry", "policy", "protocol", "semver", "httpauth", "esp_headers", "passwords", "throttle",
-        "forwarded", "hass", "image")
-CORE_MORE = ("rollout",)
+        "forwarded", "hass")
+# image is clean against test_image_rules.py but stays out of CI: its 745 mutants would double the
+# core run (docs/testing.md). rollout is not triaged yet.
+CORE_MORE = ("image", "rollout")
 SCOPES = {
     # The pure rules: no I/O, fast tests; CI runs this one (tests/test_mutation.py).
     "core": Scope(tuple(f"tinyota_mqtt/core/{m}.py" for m in CORE),
-                  ("tests/test_core.py", "tests/test_core_rules.py", "tests/test_image_rules.py"),
+                  ("tests/test_core.py", "tests/test_core_rules.py"),
                   "pure decisions and parsers; runs in CI"),
     # The service on real files: slower tests, so bound the run with --minutes.
     "fleet": Scope(("tinyota_mqtt/fleet/*.py", "tinyota_mqtt/service.py", "tinyota_mqtt/store.py",
@@ -56,11 +58,11 @@ SCOPES = {
                    ("tests/test_outcomes.py", "tests/test_store.py", "tests/test_views.py", "tests/test_publisher.py",
                     "tests/test_hass_publishing.py", "tests/test_events.py"),
                    "the service, store and registry on real files; by hand, bounded"),
-    # Pure modules not yet triaged: by hand until their survivors are, then into CORE (and CI).
+    # Pure modules by hand: not yet triaged, or too many mutants for CI's run.
     "core-more": Scope(tuple(f"tinyota_mqtt/core/{m}.py" for m in CORE_MORE),
-                       ("tests/test_core.py", "tests/test_core_rules.py", "tests/test_rollout_core.py",
-                        "tests/test_views.py"),
-                       "pure modules whose survivors are not triaged yet; by hand"),
+                       ("tests/test_core.py", "tests/test_core_rules.py", "tests/test_image_rules.py",
+                        "tests/test_rollout_core.py", "tests/test_views.py"),
+                       "pure modules by hand: image (too many mutants for CI), rollout (not triaged yet)"),
 }
 
 
