@@ -540,6 +540,11 @@ def test_a_window_open_for_days_is_still_open_on_its_last_one() -> None:
     # A window of exactly one day, and the look back at every day it may have opened on.
     day = ro.parse_window("Tue 12:00+1d UTC")
     assert day.is_open(at("2026-12-02 11:59", utc)) and not day.is_open(at("2026-12-02 12:00", utc))
+    # Three real days from Saturday 23:59, over the night the clocks go forward: until Wednesday
+    # 00:59, a day further than three calendar days reach.
+    spring = ro.parse_window("Sat 23:59+3d Europe/Berlin")
+    assert spring.is_open(at("2026-04-01 00:30")) and not spring.is_open(at("2026-04-01 00:59"))
+    assert spring.next_open(at("2026-04-01 01:00")) == at("2026-04-04 23:59")
     tokyo = ZoneInfo("Asia/Tokyo")
     late = ro.parse_window("Mon 23:00+2h Asia/Tokyo")  # Monday 23:00 to Tuesday 01:00 in Tokyo
     assert late.is_open(at("2026-12-01 00:30", tokyo))  # still Monday 15:30 in UTC
@@ -586,3 +591,74 @@ def test_a_pause_withdraws_only_what_no_device_has_started() -> None:
     assert after.members[0] == replace(r.members[0], state=ro.WAITING, attempt=None)  # nothing of it left
     assert after.members[2] == replace(r.members[2], state=ro.WAITING, attempt=None, tries=2)
     assert after.member("dev-001") == r.members[1] and after.member("dev-003") == r.members[3]
+
+
+# -- what one observation does to one member, and the thresholds at their edges --------------------
+
+M = ro.Member("d", 0)
+SEEN = ro.Observation  # version, attempt, target, state, error, retrying
+
+
+@pytest.mark.parametrize(("member", "seen", "after"), [
+    # Running the version ends it as a success, whatever it waited for; an old error goes.
+    (replace(M, state=ro.RETRY, attempt="a1", error="busy"), SEEN("2.0.0"), replace(M, state=ro.SUCCEEDED,
+                                                                                    attempt="a1")),
+    (replace(M, state=ro.SUCCEEDED), SEEN("1.0.0"), replace(M, state=ro.SUCCEEDED)),  # ended stays ended
+    # Announced before a crash lost the rollout's record of it: the open attempt is adopted.
+    (M, SEEN("1.0.0", "a1", "2.0.0", att.PENDING), replace(M, state=ro.ANNOUNCED, attempt="a1", tries=1)),
+    (M, SEEN("1.0.0", "a1", "1.5.0", att.PENDING), M),  # another version's attempt is not ours
+    (M, SEEN("1.0.0", None, "2.0.0", att.PENDING), M),
+    # Announced but not bound yet: nothing to compare with.
+    (replace(M, state=ro.ANNOUNCED), SEEN("1.0.0"), replace(M, state=ro.ANNOUNCED)),
+    (replace(M, state=ro.ANNOUNCED, attempt="a1", tries=1), SEEN("1.0.0"), replace(M, tries=1)),  # its attempt lost
+    (replace(M, state=ro.ANNOUNCED, attempt="a1"), SEEN("1.0.0", "a2", "3.0.0", att.PENDING),
+     replace(M, state=ro.CANCELLED, attempt="a1", error="replaced by an announcement of 3.0.0")),
+    (replace(M, state=ro.RETRY, attempt="a1", tries=1, error="busy"), SEEN("1.0.0", "a2", "2.0.0", att.DOWNLOADING),
+     replace(M, state=ro.ANNOUNCED, attempt="a2", tries=2, error="busy")),  # the announcer's retry
+    (replace(M, state=ro.ANNOUNCED, attempt="a1", error="x"), SEEN("1.0.0", "a1", "2.0.0", att.SUCCEEDED),
+     replace(M, state=ro.SUCCEEDED, attempt="a1")),
+    (replace(M, state=ro.ANNOUNCED, attempt="a1"), SEEN("1.0.0", "a1", "2.0.0", att.CANCELLED, "by alice"),
+     replace(M, state=ro.CANCELLED, attempt="a1", error="by alice")),
+    (replace(M, state=ro.ANNOUNCED, attempt="a1"), SEEN("1.0.0", "a1", "2.0.0", att.CANCELLED),
+     replace(M, state=ro.CANCELLED, attempt="a1", error="cancelled")),
+    (replace(M, state=ro.ANNOUNCED, attempt="a1"), SEEN("1.0.0", "a1", "2.0.0", att.FAILED, "MD5", retrying=True),
+     replace(M, state=ro.RETRY, attempt="a1", error="MD5")),
+    (replace(M, state=ro.ANNOUNCED, attempt="a1"), SEEN("1.0.0", "a1", "2.0.0", att.TIMED_OUT),
+     replace(M, state=ro.FAILED, attempt="a1", error=att.TIMED_OUT)),
+])
+def test_each_observation_moves_a_member_exactly_so(member: ro.Member, seen: ro.Observation,
+                                                    after: ro.Member) -> None:
+    r = ro.start("1", "k", "2.0.0", ["g"], ro.Policy(), [], 0.0, "admin")
+    assert ro._fold(r, member, seen) == after
+
+
+def ended(states: list[str], policy: ro.Policy, wave: int = 0) -> ro.Rollout:
+    """A running rollout whose members (dev-000, …, in waves of two) ended so."""
+    members = tuple(ro.Member(f"dev-{i:03}", i // 2, state, f"a{i}", 1, "MD5" if state == ro.FAILED else None)
+                    for i, state in enumerate(states))
+    return ro.Rollout("1", "k", "2.0.0", ("g",), policy, members, (len(states) + 1) // 2, state=ro.RUNNING,
+                      wave=wave)
+
+
+def test_the_halt_threshold_is_reached_at_its_value_and_counts_overall_too() -> None:
+    r, _ = ro.step(ended([ro.FAILED, ro.SUCCEEDED], ro.Policy(halt_at=50)), {}, 5.0)
+    reason = "1 of 2 ended attempts failed (wave 1; halts at 50%), e.g. dev-000: MD5"
+    assert (r.state, r.reason, r.updated, r.log[-1]) == (ro.HALTED, reason, 5.0,
+                                                         ro.Entry(5.0, "rollout", f"halted: {reason}"))
+    assert ro.step(ended([ro.FAILED, ro.SUCCEEDED], ro.Policy(halt_at=50.4, advance_at=0)), {}, 5.0)[0].state \
+        == ro.COMPLETED
+    assert ro.step(ended([ro.SUCCEEDED] * 2, ro.Policy(halt_at=0)), {}, 5.0)[0].state == ro.COMPLETED  # no failure
+    # Too few ended in this wave to judge it, but enough counting the waves before.
+    r = ro.step(ended([ro.SUCCEEDED, ro.SUCCEEDED, ro.FAILED, ro.ANNOUNCED], ro.Policy(halt_min=2), wave=1), {},
+                5.0)[0]
+    assert r.reason == "1 of 3 ended attempts failed (overall; halts at 20%), e.g. dev-002: MD5"
+
+
+def test_a_wave_advances_only_at_its_success_threshold() -> None:
+    r = ro.step(ended([ro.FAILED, ro.SUCCEEDED, ro.ANNOUNCED], ro.Policy(halt_at=None, advance_at=50.4)), {}, 5.0)[0]
+    assert (r.state, r.reason) == (ro.HALTED, "wave 1 ended with 1 of 2 succeeded, below the 50.4% it needs to "
+                                              "advance")
+    r = ro.step(ended([ro.FAILED, ro.SUCCEEDED, ro.ANNOUNCED], ro.Policy(halt_at=None, advance_at=50)), {}, 5.0)[0]
+    assert (r.state, r.wave) == (ro.RUNNING, 1)
+    done = ro.step(ended([ro.SUCCEEDED], ro.Policy()), {}, 5.0)[0]
+    assert done.state == ro.COMPLETED and ro.step(done, {}, 9.0) == (done, [])  # nothing changed: not restamped

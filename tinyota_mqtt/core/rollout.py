@@ -94,7 +94,9 @@ def opening_at(window: Window, now: float) -> float | None:
     zone = ZoneInfo(window.tz)
     today = datetime.fromtimestamp(now, zone).date()
     # An opening that started up to a week ago may still be running (long windows, past midnight).
-    for back in range(math.ceil(window.seconds / 86400) + 1):
+    # One day more than the length in days: the days a clock change shortens to 23 hours let an
+    # opening reach into a day further on than its length alone says.
+    for back in range(math.ceil(window.seconds / 86400) + 2):
         day = today - timedelta(days=back)
         if day.weekday() not in window.days:
             continue
