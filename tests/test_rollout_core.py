@@ -662,3 +662,17 @@ def test_a_wave_advances_only_at_its_success_threshold() -> None:
     assert (r.state, r.wave) == (ro.RUNNING, 1)
     done = ro.step(ended([ro.SUCCEEDED], ro.Policy()), {}, 5.0)[0]
     assert done.state == ro.COMPLETED and ro.step(done, {}, 9.0) == (done, [])  # nothing changed: not restamped
+
+
+def test_a_rollout_starts_stamped_and_logged_by_whoever_started_it() -> None:
+    policy = ro.Policy(halt_at=None)
+    assert policy.describe() == "waves rest, advance at 100%, never halt"
+    assert ro.start("3", "k", "2.0.0", ["g"], policy, ["b", "a"], 50.0, "alice") == ro.Rollout(
+        "3", "k", "2.0.0", ("g",), policy, (ro.Member("a", 0), ro.Member("b", 0)), 1, created=50.0, updated=50.0,
+        started_by="alice", log=(ro.Entry(50.0, "alice", "started: waves rest, advance at 100%, never halt"),))
+
+
+def test_shares_round_up_and_a_share_already_reached_adds_no_wave() -> None:
+    many = [f"d{i:04}" for i in range(1010)]
+    assert [len(w) for w in ro.plan_waves(ro.parse_waves("10%,rest"), many)] == [101, 909]  # ceil(10% of 1010)
+    assert [len(w) for w in ro.plan_waves(ro.parse_waves("5,10%,rest"), fleet(20))] == [5, 15]
