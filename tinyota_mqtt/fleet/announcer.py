@@ -15,9 +15,9 @@ import secrets
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
-from tinyota_mqtt.config.model import Config
+from tinyota_mqtt.config.model import Config, Group
 from tinyota_mqtt.core import attempts as att
-from tinyota_mqtt.core import protocol, retry
+from tinyota_mqtt.core import retry
 from tinyota_mqtt.errors import NotFound, StateError, TinyOTAError
 from tinyota_mqtt.fleet.events import AttemptLog
 from tinyota_mqtt.fleet.publisher import Publisher
@@ -30,7 +30,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tinyota.service")
 
-DEFAULT_ATTEMPT_TIMEOUT = 600.0  # seconds; a device in no group still gets a deadline
 FEW = 3  # announcements in one commit logged a line each; more make one line per release
 
 
@@ -44,7 +43,6 @@ class Announcer:
         self.targets = targets
         self.publisher = publisher
         self.attempts = attempts
-        self.topics = protocol.Topics(config.mqtt.prefix)
         self.clock = clock
         self.changed = changed
         self.drivers = drivers
@@ -90,7 +88,9 @@ class Announcer:
         if current is not None and current.version == release.version and current.sha256 in (None, release.sha256):
             return None  # under way
         group = self.config.group_of(device_id)
-        policy = retry.RetryPolicy(group.retries, group.retry_backoff) if group else retry.RetryPolicy()
+        if group is None:  # never so: only a device in a group has a target (Targets.release)
+            return None
+        policy = retry.RetryPolicy(group.retries, group.retry_backoff)
         recent = [current] if current else self.registry.recent_attempts(device_id, policy.retries + 1)
         decision = retry.decide((release.version, release.sha256), self.registry.device(device_id).version,
                                 recent, policy, now)
@@ -103,13 +103,13 @@ class Announcer:
         if decision.at > now:
             self._due[device_id] = decision.at
             return None
-        return self._announce(device_id, release, now, recent)
+        return self._announce(device_id, group, release, now, recent)
 
     # -- commands --------------------------------------------------------------------------------
 
     def install(self, device_ids: Iterable[str], version: str | None = None) -> list[att.Attempt]:
         """Announce ``version`` (default: the image's latest) to each device, now."""
-        plan: list[tuple[str, Release, str | None]] = []
+        plan: list[tuple[str, Group, Release, str | None]] = []
         for device_id in device_ids:
             device = self.config.devices.get(device_id)
             if device is None:
@@ -128,10 +128,10 @@ class Announcer:
             # the version is set on command and the device gets it now.
             follows_group = version is None and group.auto_update and group.version is None \
                 and group.rollout is None
-            plan.append((device_id, release, None if follows_group else release.version))
+            plan.append((device_id, group, release, None if follows_group else release.version))
         now = self.clock()
         started = []
-        for device_id, release, commanded in plan:
+        for device_id, group, release, commanded in plan:
             record = self.registry.update_device(device_id, commanded=commanded, held=False)
             if release.version == record.version:
                 log.info("%s already runs %s; nothing to install", device_id, release.version)
@@ -139,7 +139,7 @@ class Announcer:
                 if current is not None:
                     self._withdraw(device_id, current, now, f"withdrawn: the device runs {release.version}")
                 continue
-            started.append(self._announce(device_id, release, now))
+            started.append(self._announce(device_id, group, release, now))
         self._commit()
         return started
 
@@ -186,11 +186,7 @@ class Announcer:
             if release is not None and attempt.sha256 in (None, release.sha256):
                 self.drivers.of(attempt.device).republish(attempt, release)
 
-    def expected_announcement(self, device_id: str) -> bytes:
-        """What the retained update topic of ``device_id`` should hold (b"" for nothing)."""
-        return self.publisher.sent(self.topics.update(device_id)) or b""
-
-    def _announce(self, device_id: str, release: Release, now: float,
+    def _announce(self, device_id: str, group: Group, release: Release, now: float,
                   newest: list[att.Attempt] | None = None) -> att.Attempt:
         """``newest``: the device's newest attempts, newest first, if the caller has looked them up."""
         previous = self.registry.open_attempt(device_id)
@@ -198,8 +194,6 @@ class Announcer:
             why = "superseded: its release was replaced" if previous.version == release.version \
                 else f"superseded by {release.version}"
             self.attempts.put(att.cancel(previous, now, why), logged=False)  # said with the announcement
-        group = self.config.group_of(device_id)
-        timeout = group.attempt_timeout if group else DEFAULT_ATTEMPT_TIMEOUT
         # A retry of the same bytes after the device already took them whole (it timed out while
         # rebooting, say): the device will not download again, and need not. The newest attempt
         # is the open one if there is one (a device has one at most, opened last).
@@ -213,8 +207,8 @@ class Announcer:
         attempt = att.Attempt(
             id=secrets.token_hex(6), device=device_id, version=release.version,
             from_version=self.registry.device(device_id).version, state=att.PENDING, created=now,
-            deadline=now + timeout, updated=now, sha256=release.sha256,
-            needs_download=group is not None and group.confirm == "download+report", download=served)
+            deadline=now + group.attempt_timeout, updated=now, sha256=release.sha256,
+            needs_download=group.confirm == "download+report", download=served)
         self.attempts.opened(attempt)
         self.registry.update_device(device_id, last_error=None, last_error_at=None)
         self.drivers.of(device_id).tell(device_id, release, attempt)
