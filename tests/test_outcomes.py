@@ -72,14 +72,16 @@ class Recorder:
 
 
 class Fleet:
-    """A service on files in tmp_path, the sample groups of tests/conftest.py, and helpers."""
+    """A service on files in tmp_path, the sample groups of tests/conftest.py (or ``text``, a
+    config in write_config's format), and helpers."""
 
-    def __init__(self, tmp_path: Path, *, confirm: str = "report", extra: str = "", more_kitchens: int = 0) -> None:
+    def __init__(self, tmp_path: Path, *, confirm: str = "report", extra: str = "", more_kitchens: int = 0,
+                 text: str | None = None) -> None:
         """``more_kitchens``: devices kitchen-3, kitchen-4, … added to the automatic group."""
-        path = write_config(tmp_path, confirm=confirm)
+        path = write_config(tmp_path, confirm=confirm, text=text)
         if extra:
-            text = path.read_text()
-            path.write_text(text.replace("confirm: " + confirm + "}", f"confirm: {confirm}, {extra}}}"))
+            body = path.read_text()
+            path.write_text(body.replace("confirm: " + confirm + "}", f"confirm: {confirm}, {extra}}}"))
         if more_kitchens:
             with path.open("a") as config:
                 config.writelines(f"  kitchen-{n}: {{group: kitchen-lights, password: pw-kitchen-{n}}}\n"
