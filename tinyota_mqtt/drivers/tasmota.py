@@ -278,7 +278,7 @@ class TasmotaDriver:
             status = protocol.Status(state="rebooting", id=attempt.id)
         else:
             status = protocol.Status(state="failed", id=attempt.id, error=f"Tasmota: {upgrade.detail}"[:256])
-        self.reports.on_status(device_id, status)
+        self.reports.on_status(device_id, status, live=True)  # a reply is never retained (above)
 
     # -- discovery -------------------------------------------------------------------------------
 

@@ -62,7 +62,9 @@ class Reports:
         except protocol.ProtocolError as exc:
             self.log_once(device_id, f"ignored {kind} message: {exc}")
         except TinyOTAError as exc:
-            self.log_once(device_id, f"{kind} command refused: {exc.message}")
+            # The hint says what to do instead; nobody sees it but in this line.
+            hint = f" ({exc.hint})" if exc.hint else ""
+            self.log_once(device_id, f"{kind} command refused: {exc.message}{hint}")
 
     def _unknown_count(self) -> int:
         known = sum(1 for device_id in self.config.devices if self.registry.knows(device_id))
@@ -90,7 +92,7 @@ class Reports:
             log.debug("%s: %s", device_id, problem)
             self._window = (start, logged, suppressed + 1)
 
-    def on_status(self, device_id: str, status: protocol.Status, *, live: bool = True) -> None:
+    def on_status(self, device_id: str, status: protocol.Status, *, live: bool) -> None:
         now = self.clock()
         changes: dict[str, Any] = {"state": status.state}
         if live:
@@ -122,7 +124,7 @@ class Reports:
             self.version_changed(device_id)
         self.changed(device_id)
 
-    def on_availability(self, device_id: str, online: bool, *, live: bool = True) -> None:
+    def on_availability(self, device_id: str, online: bool, *, live: bool) -> None:
         if live:
             self.registry.update_device(device_id, online=online, last_seen=self.clock())
         else:
