@@ -161,6 +161,7 @@ def test_bad_messages_and_refused_commands_are_logged_with_who_and_why(fleet: An
     assert said[1].startswith("sensor-1: install command refused: ") and "mqtt.version_commands" in said[1]
     assert "`tinyota install DEVICE --version V`" in said[1], said  # what to do instead
     assert said[2].startswith("stranger: install command refused: ") and "unknown device" in said[2], said
+    assert said[2].endswith("stranger"), said  # no hint to add, and nothing in its place
 
 
 def test_the_log_budget_is_per_minute_and_the_rest_goes_to_debug(fleet: Any,
