@@ -337,3 +337,47 @@ def test_a_tasmota_device_is_told_withdrawn_and_told_again_its_own_way(fleet: An
     refused = f.service.token_download("plug-1", token, tk.FULL)
     assert refused.release is None and "withdrawn" in (refused.refusal or ""), refused  # what it is told
     assert update_topic(f, "plug-1") == []  # the tinyota topic is not its
+
+
+# -- a download the device already took whole -----------------------------------------------------
+
+def test_an_install_again_after_a_whole_download_needs_no_second_download(fleet: Any) -> None:
+    """confirm: download+report. The device took the image whole and is slow to come back; an
+    install on purpose (with the attempt still open, or after it timed out) opens a new attempt
+    that already counts the download, so the device's report confirms it."""
+    f = fleet(confirm="download+report")
+    rel = f.release("sensor", "2.0.0")
+    f.say("sensor-1", state="idle", version="1.0.0")
+    for timed_out in (False, True):
+        f.service.install(["sensor-1"])
+        f.service.download_started("sensor-1", rel)
+        f.service.download_finished("sensor-1", rel)
+        if timed_out:
+            f.clock.now += 31
+            f.service.tick()
+            assert f.attempt("sensor-1").state == att.TIMED_OUT
+        (again,) = f.service.install(["sensor-1"])
+        assert again.download == att.SERVED, (timed_out, again)
+        f.say("sensor-1", state="idle", version="2.0.0")
+        assert f.service.registry.attempt(again.id).state == att.SUCCEEDED, timed_out
+        f.say("sensor-1", state="idle", version="1.0.0")  # back for the second round
+
+
+# -- the log lines of a commit --------------------------------------------------------------------
+
+def test_a_few_announcements_get_a_line_each_and_every_release_is_named(
+        fleet: Any, caplog: pytest.LogCaptureFixture) -> None:
+    f = fleet(more_kitchens=1)  # kitchen-1 to kitchen-3: three, still "a few"
+    f.release("kitchen", "1.0.0")
+    f.release("sensor", "2.0.0")
+    with caplog.at_level(logging.INFO, "tinyota.service"):
+        f.service.tick()
+        lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("announced")]
+        each = [f"announced kitchen 1.0.0 to {d} (attempt {f.announced(d)['id']})"
+                for d in ("kitchen-1", "kitchen-2", "kitchen-3")]
+        assert sorted(lines) == each, lines
+        caplog.clear()
+        f.release("kitchen", "1.1.0")
+        f.service.install(["kitchen-1", "sensor-1"], None)  # two releases in one commit
+        lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("announced")]
+    assert [line.split(" to ")[0] for line in lines] == ["announced kitchen 1.1.0", "announced sensor 2.0.0"], lines
