@@ -121,10 +121,13 @@ FINDINGS = """Changes to the server that this bench led to (A/B: old and new cod
   now one `os.stat` on a ready string and, inside `FirmwareStore.steady()` (a pass over every device),
   once per image and pass; `Announcer` looked up each new attempt's id in SQLite and queried the
   device's newest attempt twice, and logged two lines per device (the announcement and the open attempt
-  it superseded): one line per release now; the Home Assistant entity states go at QoS 0 (each QoS 1
-  state cost a PUBACK to read); `POST /api/releases` answers before it announces. Server CPU per release
-  0.74–0.90 → 0.41–0.48 s, last device 1.30–1.87 → 0.72–1.13 s at load 3.6–6.5, the release request
-  itself 0.87–2.49 → 0.03–0.05 s. In-process (service only, no broker): the tick 300–475 → 115–230 ms.
+  it superseded): one line per release now; `POST /api/releases` answers before it announces. Server
+  CPU per release 0.74–0.90 → 0.41–0.48 s, last device 1.30–1.87 → 0.72–1.13 s at load 3.6–6.5, the
+  release request itself 0.87–2.49 → 0.03–0.05 s; in-process (service only, no broker) the tick
+  300–475 → 115–230 ms. Those A/B runs also had the entity states at QoS 0 (no PUBACK to read for
+  each); alone, at load 1.5, it moved fan-out 0.471 → 0.456 s and CPU 0.56 → 0.50 s per release,
+  within the noise, and ingestion not at all (7,539 and 9,634 msg/s at QoS 1, 7,379 and 7,429 at
+  QoS 0), so it was dropped and the states stay at QoS 1.
 
 Found by this bench, fixed after it: paho's own network thread (`loop_start()`) waits with `select()`,
 which cannot watch a file descriptor numbered 1024 or above. Each open download holds two (socket and

@@ -75,17 +75,16 @@ def available(bus: Recorder, device: str) -> bytes:
     return bus.retained[hass.availability_topic(protocol.Topics(), device)]
 
 
-def test_entity_states_go_at_qos_0_and_discovery_and_announcements_at_qos_1(setup: Any) -> None:
-    """docs/protocol.md's table: a state is re-sent whole after every reconnect, so it needs no
-    acknowledgement; discovery and announcements do."""
+def test_entity_states_discovery_and_announcements_go_at_qos_1(setup: Any) -> None:
+    """docs/protocol.md's table: the broker acknowledges each of them."""
     config, service, bus, _ = setup
     release(config, "kitchen", "1.0.0")
     service.tick()
     service.on_status("kitchen-1", protocol.Status("downloading", "0.9.0", id=service.registry.open_attempt(
         "kitchen-1").id, progress=10))  # type: ignore[union-attr]
     topics = protocol.Topics()
-    assert bus.qos[topics.state("kitchen-1")] == 0
-    assert bus.qos[hass.availability_topic(topics, "kitchen-1")] == 0
+    assert bus.qos[topics.state("kitchen-1")] == 1
+    assert bus.qos[hass.availability_topic(topics, "kitchen-1")] == 1
     assert bus.qos[topics.update("kitchen-1")] == 1
     assert bus.qos[f"{config.homeassistant.discovery_prefix}/update/tinyota_kitchen-1/config"] == 1
 

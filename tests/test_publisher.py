@@ -1,6 +1,6 @@
 """The publisher's two promises (fleet/publisher.py), on their own: a retained message goes out
 only when it changed, and what waits for a commit goes out only at ``release()``, newest first
-superseded. The bus here keeps everything it is given, QoS included."""
+superseded. The bus here keeps everything it is given, QoS included (1, always)."""
 
 from __future__ import annotations
 
@@ -28,8 +28,8 @@ def test_a_retained_message_goes_out_once_until_it_changes_or_is_forced() -> Non
     assert bus.sent == [("t/state", b"A", True, 1)] and p.sent("t/state") == b"A"
     p.publish("t/other", b"A", retain=True)  # another topic is another message
     p.publish("t/state", b"A", retain=True, force=True)  # a repair is sent whatever we sent before
-    p.publish("t/state", b"B", retain=True, qos=0)
-    assert bus.sent[1:] == [("t/other", b"A", True, 1), ("t/state", b"A", True, 1), ("t/state", b"B", True, 0)]
+    p.publish("t/state", b"B", retain=True)
+    assert bus.sent[1:] == [("t/other", b"A", True, 1), ("t/state", b"A", True, 1), ("t/state", b"B", True, 1)]
     assert p.sent("t/state") == b"B" and p.sent("t/nothing") is None
 
 

@@ -17,12 +17,6 @@ from tinyota_mqtt.fleet.publisher import Publisher
 from tinyota_mqtt.fleet.targets import Targets
 from tinyota_mqtt.registry import Registry
 
-# An entity's state and availability go at QoS 0: they are retained, superseded by the next one,
-# and published again whole after every (re)connect (publish_all), so what a dropped connection
-# loses is put right when it comes back. At QoS 1 each of them cost the link a PUBACK to read and
-# an in-flight entry to track: as many as the announcements in a release to a group, and one per
-# progress report (bench: fan-out and ingestion). Discovery stays at QoS 1.
-STATE_QOS = 0
 ICON_PATH = "/icon.svg"  # served without a login (http/app.py): HA's frontend loads it as an <img>
 
 # Runs a callable soon, after the work at hand (the runner passes the event loop's call_soon).
@@ -138,7 +132,7 @@ class HassPublisher:
         if force or built is None or built[0] != entity or self.publisher.sent(topic) != built[1]:
             topic, payload, retain = hass.state(self.topics, device_id, entity)
             self._built[device_id] = (entity, payload)
-            self.publisher.publish(topic, payload, retain=retain, force=force, qos=STATE_QOS)
+            self.publisher.publish(topic, payload, retain=retain, force=force)
         self.publish_availability(device_id, force=force)
 
     def publish_availability(self, device_id: str, *, force: bool = False) -> None:
@@ -151,7 +145,7 @@ class HassPublisher:
             updating=attempt is not None and attempt.state in (att.DOWNLOADING, att.FLASHING),
             attempt_deadline=attempt.deadline if attempt is not None else None, now=self.clock())
         topic, payload, retain = hass.availability(self.topics, device_id, available)
-        self.publisher.publish(topic, payload, retain=retain, force=force, qos=STATE_QOS)
+        self.publisher.publish(topic, payload, retain=retain, force=force)
 
     def tick(self) -> None:
         """A reboot's grace runs out with time, not with a message: look again at open updates."""

@@ -31,17 +31,14 @@ class Publisher:
         self._outbox: dict[str, bytes] = {}  # retained, waiting for the next commit; newest wins
         self._commands: list[tuple[str, bytes]] = []  # not retained, waiting likewise; in order
 
-    def publish(self, topic: str, payload: bytes, *, retain: bool, force: bool = False, qos: int = 1) -> None:
-        """``qos=0`` for a retained state that is published again whole after every (re)connect:
-        a message lost with a dropped connection is put right then, and each QoS 1 message costs
-        the link an acknowledgement to read and track (see fleet/hass.py)."""
+    def publish(self, topic: str, payload: bytes, *, retain: bool, force: bool = False) -> None:
         if not force:  # a newer payload supersedes what waited; a forced repair of the old one does not
             self._outbox.pop(topic, None)
         if retain and not force and self._sent.get(topic) == payload:
             return
         if retain:
             self._sent[topic] = payload
-        self.bus.publish(topic, payload, retain=retain, qos=qos)
+        self.bus.publish(topic, payload, retain=retain, qos=1)
 
     def after_commit(self, topic: str, payload: bytes) -> None:
         """Publish ``payload`` retained on ``topic`` once the registry has committed."""
