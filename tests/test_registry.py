@@ -188,7 +188,7 @@ def test_a_write_that_times_out_on_another_lock_does_not_wedge_the_registry(path
     other = sqlite3.connect(path, isolation_level=None, timeout=0)
     other.execute("BEGIN IMMEDIATE")
     try:
-        with pytest.raises(StateError, match="cannot write the state file.*locked") as failed:
+        with pytest.raises(StateError, match=r"cannot write the state file.*locked") as failed:
             registry.flush()
         assert "free disk space" in (failed.value.hint or "")
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
 import os
@@ -15,8 +16,8 @@ import pytest
 
 from tests.conftest import tinyota, wait_until, write_config
 from tinyota_mqtt.core.image import make_test_image
-from tinyota_mqtt.errors import ReleaseExists, StoreError, TinyOTAError
-from tinyota_mqtt.store import Expectation, FirmwareStore
+from tinyota_mqtt.errors import NotFound, ReleaseExists, StorageFull, StoreError, TinyOTAError
+from tinyota_mqtt.store import Expectation, FirmwareStore, storage_error
 
 
 @pytest.fixture
@@ -217,3 +218,71 @@ def test_disk_full_during_a_release_is_a_clear_error(tmp_path: Path) -> None:
     store = FirmwareStore(tmp_path / "firmware")
     assert store.releases() == []
     assert list((tmp_path / "firmware" / ".incoming").iterdir()) == []
+
+
+# -- what the store answers, and what it says when it cannot -------------------------------------
+
+def test_a_forced_release_reads_back_in_a_new_process(store: FirmwareStore) -> None:
+    rel = put(store, "1.0.0", data=b"not an ESP image", force=True)
+    assert rel.firmware is None and rel.notes == ""  # type: ignore[attr-defined]
+    assert FirmwareStore(store.root).get("kitchen", "1.0.0") == rel
+
+
+def test_each_image_answers_for_its_own_releases(store: FirmwareStore) -> None:
+    kitchen = put(store, "1.0.0", image="kitchen")
+    put(store, "1.0.0", image="sensor")
+    put(store, "2.0.0", image="sensor")
+    assert store.get("kitchen", "1.0.0") == kitchen
+    assert store.latest("kitchen") == kitchen and store.latest("nothing") is None
+    with pytest.raises(NotFound) as missing:
+        store.get("kitchen", "2.0.0")
+    assert "2.0.0" in missing.value.message and "'kitchen'" in missing.value.message
+    assert "tinyota releases" in (missing.value.hint or "")
+    store.delete("kitchen", "1.0.0")
+    assert store.releases("kitchen") == []
+    assert [r.version for r in store.releases("sensor")] == ["1.0.0", "2.0.0"]
+
+
+def test_a_delete_shows_even_when_the_folder_time_did_not_move(store: FirmwareStore) -> None:
+    """Folder mtimes tick coarsely (a few ms): a release and its delete can share one."""
+    put(store, "1.0.0")
+    folder = store.root / "kitchen"
+    stamp = folder.stat().st_mtime_ns
+    assert [r.version for r in store.releases("kitchen")] == ["1.0.0"]
+    store.delete("kitchen", "1.0.0")
+    os.utime(folder, ns=(stamp, stamp))
+    assert store.releases("kitchen") == []
+
+
+def test_add_file_passes_on_what_it_was_told(store: FirmwareStore) -> None:
+    with pytest.raises(StoreError, match="esp8266"):
+        put(store, "1.0.0", data=make_test_image("1.0.0", platform="esp32"), platform="esp8266")
+    with pytest.raises(StoreError, match="declared"):
+        put(store, "1.0.0", expect=Expectation(size=1))
+    missing = store.root.parent / "no-such.bin"
+    with pytest.raises(StoreError, match=r"cannot read .*no-such\.bin"):
+        store.add_file(missing, "kitchen", "1.0.0")
+    assert store.releases("kitchen") == []
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT, errno.EFBIG])
+def test_a_full_disk_is_named_as_such(tmp_path: Path, code: int) -> None:
+    error = storage_error(OSError(code, os.strerror(code)), tmp_path)
+    assert isinstance(error, StorageFull) and error.status == 507
+    assert str(tmp_path) in error.message and "is full" in error.message and "not kept" in error.message
+    assert "free some space" in (error.hint or "")
+
+
+def test_any_other_write_failure_says_what_to_check(tmp_path: Path) -> None:
+    error = storage_error(OSError(errno.EACCES, os.strerror(errno.EACCES)), tmp_path)
+    assert not isinstance(error, StorageFull)
+    assert str(tmp_path) in error.message and "Permission denied" in error.message and "not kept" in error.message
+    assert "permissions" in (error.hint or "")
+
+
+def test_sweep_removes_a_metadata_file_left_half_written(store: FirmwareStore) -> None:
+    put(store, "1.0.0")
+    left = store.root / "kitchen" / ".1.1.0.0123abcd.json.tmp"  # a commit killed before its rename
+    left.write_text("{")
+    assert store.sweep() == [left]
+    assert not left.exists() and [r.version for r in store.releases("kitchen")] == ["1.0.0"]
