@@ -231,6 +231,9 @@ def test_history_is_newest_first_bounded_and_includes_what_was_not_flushed(path:
     assert [a.id for a in history] == ["a4", "a3", "a2"]
     assert history[1] == attempt("a3", "kitchen-1", 3.0, state=att.FAILED, error="try 3")
     assert len(registry.history("kitchen-1")) == 5 and registry.history("kitchen-2") == []
+    for n in range(5, 60):
+        registry.put_attempt(attempt(f"a{n}", "kitchen-1", float(n), state=att.FAILED))
+    assert len(registry.history("kitchen-1")) == 50  # what the dashboard promises (docs/dashboard.md)
 
 
 def test_rollouts_are_numbered_and_listed_in_order(path: Path) -> None:

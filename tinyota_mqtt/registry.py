@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -183,9 +183,12 @@ class Registry:
         for attempt in self._in_memory(device_id):
             self._dirty_attempts.discard(attempt.id)
             self._forget(attempt)
-        with self._transaction():
+
+        def delete() -> None:
             self._db.execute("DELETE FROM devices WHERE id = ?", (device_id,))
             self._db.execute("DELETE FROM attempts WHERE device = ?", (device_id,))
+
+        self._in_transaction(delete)
 
     # -- attempts --------------------------------------------------------------------------------
 
@@ -285,13 +288,7 @@ class Registry:
         devices = [self._devices[d] for d in self._dirty_devices if d in self._devices]
         attempts = [self._attempts[a] for a in self._dirty_attempts]
         rollouts = [self._rollouts[r] for r in self._dirty_rollouts]
-        with self._transaction(durable=durable):
-            self._write(devices, attempts)
-            self._db.executemany(
-                "INSERT OR REPLACE INTO rollouts (id, image, version, state, created, updated, body) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(int(r.id), r.image, r.version, r.state, r.created, r.updated,
-                  json.dumps(ro.to_json(r), separators=(",", ":"))) for r in rollouts])
+        self._in_transaction(lambda: self._write(devices, attempts, rollouts), durable=durable)
         self._dirty_devices.clear()
         self._dirty_attempts.clear()
         self._dirty_rollouts.clear()
@@ -299,17 +296,17 @@ class Registry:
             if not attempt.open:
                 self._forget(attempt)
 
-    @contextlib.contextmanager
-    def _transaction(self, *, durable: bool = True) -> Iterator[None]:
-        """One write transaction. On any failure it is rolled back, so the next write can begin
-        (a write that timed out on another process's lock leaves it open; a full disk makes
-        SQLite roll it back itself, and the ROLLBACK finds nothing to do)."""
+    def _in_transaction(self, write: Callable[[], None], *, durable: bool = True) -> None:
+        """Run ``write`` in one transaction. On any failure it is rolled back, so the next write
+        can begin (a write that timed out on another process's lock leaves it open; a full disk
+        makes SQLite roll it back itself, and the ROLLBACK finds nothing to do). A plain method
+        taking a callable, not a context manager: mutmut leaves decorated functions unmutated."""
         try:
             if durable != self._durable:  # SQLite refuses to change it inside a transaction
                 self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
                 self._durable = durable
             self._db.execute("BEGIN")
-            yield
+            write()
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:
             with contextlib.suppress(sqlite3.Error):
@@ -317,7 +314,8 @@ class Registry:
             raise StateError(f"cannot write the state file {self.path}: {exc}",
                              "check free disk space and permissions") from None
 
-    def _write(self, devices: Iterable[DeviceRecord], attempts: Iterable[Attempt]) -> None:
+    def _write(self, devices: Iterable[DeviceRecord], attempts: Iterable[Attempt],
+               rollouts: Iterable[ro.Rollout]) -> None:
         dev_sql = (f"INSERT OR REPLACE INTO devices ({', '.join(_DEVICE_COLUMNS)}) "
                    f"VALUES ({', '.join('?' for _ in _DEVICE_COLUMNS)})")
         att_sql = (f"INSERT OR REPLACE INTO attempts ({', '.join(_ATTEMPT_COLUMNS)}) "
@@ -326,3 +324,8 @@ class Registry:
         # a thousand devices flushes a thousand attempts at once).
         self._db.executemany(dev_sql, [tuple(getattr(d, c) for c in _DEVICE_COLUMNS) for d in devices])
         self._db.executemany(att_sql, [tuple(getattr(a, c) for c in _ATTEMPT_COLUMNS) for a in attempts])
+        self._db.executemany(
+            "INSERT OR REPLACE INTO rollouts (id, image, version, state, created, updated, body) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [(int(r.id), r.image, r.version, r.state, r.created, r.updated,
+              json.dumps(ro.to_json(r), separators=(",", ":"))) for r in rollouts])
