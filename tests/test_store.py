@@ -238,9 +238,12 @@ def test_each_image_answers_for_its_own_releases(store: FirmwareStore) -> None:
         store.get("kitchen", "2.0.0")
     assert "2.0.0" in missing.value.message and "'kitchen'" in missing.value.message
     assert "tinyota releases" in (missing.value.hint or "")
+    sensor = store.get("sensor", "1.0.0")
+    assert store.delete("sensor", "1.0.0") == sensor and not store.path_of(sensor).exists()
+    assert store.get("kitchen", "1.0.0") == kitchen and store.path_of(kitchen).exists()
     store.delete("kitchen", "1.0.0")
     assert store.releases("kitchen") == []
-    assert [r.version for r in store.releases("sensor")] == ["1.0.0", "2.0.0"]
+    assert [r.version for r in store.releases("sensor")] == ["2.0.0"]
 
 
 def test_a_delete_shows_even_when_the_folder_time_did_not_move(store: FirmwareStore) -> None:
