@@ -289,3 +289,13 @@ def test_sweep_removes_a_metadata_file_left_half_written(store: FirmwareStore) -
     left.write_text("{")
     assert store.sweep() == [left]
     assert not left.exists() and [r.version for r in store.releases("kitchen")] == ["1.0.0"]
+
+
+def test_replacing_under_another_spelling_leaves_one_release(store: FirmwareStore) -> None:
+    first = put(store, "1.0.0+a", data=make_test_image("1.0.0+a", 9000), force=True)
+    second = put(store, "1.0.0+b", data=make_test_image("1.0.0+b", 8000), force=True, replace=True)
+    assert FirmwareStore(store.root).releases("kitchen") == [second]
+    # Nothing of the old spelling is left: neither its bytes nor a metadata file naming them.
+    assert sorted(p.name for p in (store.root / "kitchen").iterdir()) == \
+        sorted(["1.0.0+b.json", second.file])  # type: ignore[attr-defined]
+    assert first.file != second.file  # type: ignore[attr-defined]
