@@ -293,3 +293,13 @@ def test_a_device_record_comes_back_with_its_flags_as_flags(path: Path) -> None:
     assert again.device("held") == replace(registry.device("held"))
     assert again.device("held").held is True and again.device("free").held is False
     assert again.device("free").online is False
+
+
+def test_a_device_first_named_with_nothing_but_defaults_is_still_recorded(path: Path) -> None:
+    """E.g. an install without a version for a configured device that never reported
+    (commanded=None, held=False): the device is known from then on, across a restart."""
+    registry = Registry(path)
+    registry.update_device("quiet-1", commanded=None, held=False)
+    assert registry.knows("quiet-1") and registry.dirty
+    registry.close()
+    assert Registry(path).knows("quiet-1")
