@@ -9,6 +9,7 @@ its fleet time is projected from the time each of them took.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from typing import Any
 
@@ -71,6 +72,21 @@ async def single_thread_projection(peer: Peer, fw: Firmware, devices: list[Devic
     return projected
 
 
+async def settled(peer: Peer, limit: float = 30.0) -> None:
+    """Wait (at most ``limit`` seconds) until ``peer`` uses next to no CPU. A server that lost
+    devices to the fleet's time limit (the threaded stdlib server at N=5000) keeps a thread per
+    abandoned connection busy for a while: the next server's run must not share the cores with it."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit
+    before = peer.cpu()
+    while loop.time() < deadline:
+        await asyncio.sleep(0.5)
+        now = peer.cpu()
+        if now - before < 0.05:  # under a tenth of a core
+            return
+        before = now
+
+
 async def _fleets(lab: Lab, devices: list[Device], s: Settings, plan: list[tuple[int, float, int]],
                   rotate_from: int = 0, project: tuple[tuple[int, float], ...] = (),
                   timeout: float | None = None) -> list[dict[str, Any]]:
@@ -87,6 +103,8 @@ async def _fleets(lab: Lab, devices: list[Device], s: Settings, plan: list[tuple
         for i, (n, rate, processes) in enumerate(plan, start=rotate_from):
             # Rotate the order per N so drift in the machine's load does not always hit one server.
             for peer in peers[i % 3:] + peers[:i % 3]:
+                for other in peers:  # the last one may still be busy with what its run left behind
+                    await settled(other)
                 result = await fleet_run(peer, fw, devices[:n], rate, processes, timeout)
                 runs.append(result)
                 print(f"  slow fleet N={n:<5} {peer.name:<16} ok={result['ok']}/{n} "
