@@ -430,3 +430,20 @@ def browser() -> Iterator[Any]:
         chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield chromium
         chromium.close()
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> Any:
+    """``fleet(**kw)``: a Service on files in tmp_path with a recording bus (test_outcomes.Fleet),
+    closed after the test; for the service-level files test_outcomes, test_announcer, test_reports."""
+    from tests.test_outcomes import Fleet
+
+    made: list[Fleet] = []
+
+    def make(**kw: Any) -> Fleet:
+        made.append(Fleet(tmp_path, **kw))
+        return made[-1]
+
+    yield make
+    for f in made:
+        f.close()

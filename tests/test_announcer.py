@@ -31,17 +31,6 @@ PLUGS = (BASE_CONFIG
          .replace("devices:\n", "devices:\n  plug-1: {{group: plugs, password: pw-plug-1}}\n"))
 
 
-@pytest.fixture
-def fleet(tmp_path: Path) -> Any:
-    made: list[Fleet] = []
-
-    def make(**kw: Any) -> Fleet:
-        made.append(Fleet(tmp_path, **kw))
-        return made[-1]
-
-    yield make
-    for f in made:
-        f.close()
 
 
 def device_events(f: Fleet) -> list[dict[str, Any]]:

@@ -110,18 +110,6 @@ class Fleet:
         self.service.close()
 
 
-@pytest.fixture
-def fleet(tmp_path: Path) -> Any:
-    made: list[Fleet] = []
-
-    def make(**kw: Any) -> Fleet:
-        made.append(Fleet(tmp_path, **kw))
-        return made[-1]
-
-    yield make
-    for f in made:
-        f.close()
-
 
 # -- commit before publish ------------------------------------------------------------------------
 

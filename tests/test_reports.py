@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,19 +19,6 @@ from tests.test_announcer import device_events
 from tests.test_outcomes import Fleet
 from tinyota_mqtt.core import attempts as att
 from tinyota_mqtt.fleet import reports
-
-
-@pytest.fixture
-def fleet(tmp_path: Path) -> Any:
-    made: list[Fleet] = []
-
-    def make(**kw: Any) -> Fleet:
-        made.append(Fleet(tmp_path, **kw))
-        return made[-1]
-
-    yield make
-    for f in made:
-        f.close()
 
 
 def entity_state(f: Fleet, device: str) -> dict[str, Any]:
