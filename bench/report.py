@@ -53,14 +53,17 @@ WHY_MISSED: dict[str, str] = {
     "fast_single": "the one-thread stdlib server answers with no parsing beyond the request line and its "
                    "headers, no policy and no registry; at 1 MiB its 8 KiB copy loop and tinyota's per-request "
                    "Python cost are of a size.",
-    "fanout": "most of it is the release request itself, which announces before it answers (upload, store "
-              "commit, then per device a target, an attempt, one commit for all, one QoS 1 announcement): "
-              "0.31-0.37 s of 0.41-0.53 s at load 1.3. py-spy: Announcer.reconcile 43 % of the server's GIL "
-              "time, the Home Assistant states after it 13 %, paho's handling of 2,000 PUBACKs 13.5 %.",
+    "fanout": "the release request now answers before it announces (0.01-0.06 s of the time); the "
+              "rest is the announcing itself, about 0.25 ms of Python per device (its target, a new attempt, its QoS 1 "
+              "announcement through paho, its Home Assistant state after them), one commit for all, and "
+              "paho's network thread reading 2,000 PUBACKs while the states are built. 10.6x the broker "
+              "floor at 02:20 (0.648 s), 3.4x in this run (0.438 s; the floor itself was 0.09-0.16 s here).",
     "ingest_rate": "about 50 µs of server CPU per report, on two threads that share one GIL: paho reading "
                    "packets (~40 % of the GIL time), the device and attempt records rebuilt with "
-                   "dataclasses.replace (~24 %), the JSON parse and checks (~11 %). Met at load 1.3 "
-                   "(11,994 msg/s), missed when the shared machine was busier (6,237 at load 3.6).",
+                   "dataclasses.replace (~24 %), the JSON parse and checks (~11 %). The figure follows the "
+                   "machine: 13,955 msg/s at 02:20 (Intel Xeon, broker floor 34,421), 8,582 in this run (AMD "
+                   "EPYC, broker floor 25,553: 0.34x against 0.41x); the same code measured 5,375-9,634 msg/s "
+                   "in A/B runs between them as the load varied.",
     "ingest_backlog": "reports were lost: mosquitto drops QoS 0 messages for a subscriber whose queue is full "
                       "(max_queued_messages, 1000 by default) when the server reads too slowly.",
     "wave": "see the per-release rows; a device that failed its update is named in the error.",
@@ -128,6 +131,9 @@ FINDINGS = """Changes to the server that this bench led to (A/B: old and new cod
   each); alone, at load 1.5, it moved fan-out 0.471 → 0.456 s and CPU 0.56 → 0.50 s per release,
   within the noise, and ingestion not at all (7,539 and 9,634 msg/s at QoS 1, 7,379 and 7,429 at
   QoS 0), so it was dropped and the states stay at QoS 1.
+- The bench itself, same day: at N=5,000 the threaded stdlib server's abandoned connections kept its
+  threads busy (load 19-33) through tinyota's run after it, which completed 846 of 5,000 (1.583x); each
+  run now first waits, at most 30 s, until every server is quiet: 5,000 of 5,000, 1.323x (nginx 1.178x).
 
 Found by this bench, fixed after it: paho's own network thread (`loop_start()`) waits with `select()`,
 which cannot watch a file descriptor numbered 1024 or above. Each open download holds two (socket and
