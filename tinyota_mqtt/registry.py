@@ -170,10 +170,8 @@ class Registry:
         record = self.device(device_id)
         if device_id in self._devices and all(getattr(record, k) == v for k, v in changes.items()):
             return record  # most updates change nothing (dataclasses.replace is the dear part)
-        record = replace(record, **changes)
-        if self._devices.get(device_id) != record:
-            self._devices[device_id] = record
-            self._dirty_devices.add(device_id)
+        record = self._devices[device_id] = replace(record, **changes)  # new, or really changed
+        self._dirty_devices.add(device_id)
         return record
 
     def forget_device(self, device_id: str) -> None:
