@@ -358,6 +358,12 @@ def test_rollout_invariants(n: int, fates: list[str], waves: str, window: str | 
         if before.state in ro.FINAL:
             assert r.state == before.state
         assert r.wave >= before.wave  # never goes back
+        # What step() relies on instead of clearing it: a live rollout has no halt reason, only a
+        # wave with a next one soaks, and a member waiting to be told has no attempt.
+        if r.state in (ro.SCHEDULED, ro.RUNNING, ro.PAUSED):
+            assert r.reason is None
+        assert r.soak_from is None or r.wave + 1 < r.waves
+        assert all(m.attempt is None for m in r.members if m.state == ro.WAITING)
         # Resuming from storage continues exactly: the stored form steps to the same result.
         import json
 
@@ -526,6 +532,9 @@ def test_a_window_is_read_as_written(text: str, days: tuple[int, ...], start: st
     ("Mon-Fry 02:00+1h UTC", "'fry' is not a day. Did you mean 'Fri'?"),
     ("Mnday 02:00+1h UTC", "'mnday' is not a day. Did you mean 'Mon'?"),
     ("xyz-Fri 02:00+1h UTC", "'xyz' is not a day. Write e.g. Mon-Fri, Sat,Sun or daily."),
+    # One-letter days, as in "M-F", get the three-letter name they start.
+    ("M-F 02:00+1h UTC", "'m' is not a day. Did you mean 'Mon'?"),
+    ("Mon-F 02:00+1h UTC", "'f' is not a day. Did you mean 'Fri'?"),
 ])
 def test_a_bad_window_is_refused_in_words(text: str, message: str) -> None:
     with pytest.raises(ro.RolloutError) as caught:
@@ -632,11 +641,11 @@ def test_each_observation_moves_a_member_exactly_so(member: ro.Member, seen: ro.
     assert ro._fold(r, member, seen) == after
 
 
-def ended(states: list[str], policy: ro.Policy, wave: int = 0) -> ro.Rollout:
-    """A running rollout whose members (dev-000, …, in waves of two) ended so."""
-    members = tuple(ro.Member(f"dev-{i:03}", i // 2, state, f"a{i}", 1, "MD5" if state == ro.FAILED else None)
+def ended(states: list[str], policy: ro.Policy, wave: int = 0, size: int = 2) -> ro.Rollout:
+    """A running rollout whose members (dev-000, …, in waves of ``size``) ended so."""
+    members = tuple(ro.Member(f"dev-{i:03}", i // size, state, f"a{i}", 1, "MD5" if state == ro.FAILED else None)
                     for i, state in enumerate(states))
-    return ro.Rollout("1", "k", "2.0.0", ("g",), policy, members, (len(states) + 1) // 2, state=ro.RUNNING,
+    return ro.Rollout("1", "k", "2.0.0", ("g",), policy, members, -(-len(states) // size), state=ro.RUNNING,
                       wave=wave)
 
 
@@ -654,10 +663,43 @@ def test_the_halt_threshold_is_reached_at_its_value_and_counts_overall_too() -> 
     assert r.reason == "1 of 3 ended attempts failed (overall; halts at 20%), e.g. dev-002: MD5"
 
 
+def test_a_halt_counts_every_failure_against_every_ending() -> None:
+    # 2 of 5 ended failed is 40 %: halts at 40 %, not at 41 % (the three still open do not count).
+    states = [ro.FAILED, ro.FAILED, ro.SUCCEEDED, ro.SUCCEEDED, ro.SUCCEEDED, ro.ANNOUNCED, ro.ANNOUNCED,
+              ro.ANNOUNCED]
+    r = ro.step(ended(states, ro.Policy(halt_at=40), size=8), {}, 5.0)[0]
+    assert r.reason == "2 of 5 ended attempts failed (wave 1; halts at 40%), e.g. dev-000: MD5"
+    assert ro.step(ended(states, ro.Policy(halt_at=41), size=8), {}, 5.0)[0].state == ro.RUNNING
+
+
+def test_a_rollout_writes_its_own_steps_in_its_log() -> None:
+    """What the rollout did by itself is in its log, stamped, under "rollout": the history the
+    API and the dashboard show beside who started, paused or resumed it."""
+    r = ro.start("1", "k", "2.0.0", ["g"], ro.Policy(waves=ro.parse_waves("1,1,rest"), soak=0), fleet(3), 0.0, "ann")
+    r, actions = ro.step(r, {}, 1.0)
+    assert actions == [ro.Announce("dev-000")] and r.member("dev-000") == ro.Member("dev-000", 0, ro.ANNOUNCED,
+                                                                                     tries=1)
+    for now, device in ((2.0, "dev-000"), (3.0, "dev-001"), (4.0, "dev-002")):
+        r, actions = ro.step(r, {device: ro.Observation(version="2.0.0")}, now)
+    assert (r.state, r.wave, r.updated, actions) == (ro.COMPLETED, 2, 4.0, [])
+    assert r.log[1:] == (ro.Entry(1.0, "rollout", "running"),
+                         ro.Entry(2.0, "rollout", "wave 1 done; wave 2 starts"),
+                         ro.Entry(3.0, "rollout", "wave 2 done; wave 3 starts"),
+                         ro.Entry(4.0, "rollout", "completed: 3 device(s) on 2.0.0"))
+    assert ro.summary(r)["wave"] == 3
+
+
+def test_the_last_wave_completes_without_soaking() -> None:
+    # The soak is the wait before the next wave; after the last one there is none to wait for.
+    r = ro.step(ended([ro.SUCCEEDED], ro.Policy(soak=3600)), {}, 5.0)[0]
+    assert (r.state, r.soak_from) == (ro.COMPLETED, None)
+
+
 def test_a_wave_advances_only_at_its_success_threshold() -> None:
     r = ro.step(ended([ro.FAILED, ro.SUCCEEDED, ro.ANNOUNCED], ro.Policy(halt_at=None, advance_at=50.4)), {}, 5.0)[0]
-    assert (r.state, r.reason) == (ro.HALTED, "wave 1 ended with 1 of 2 succeeded, below the 50.4% it needs to "
-                                              "advance")
+    reason = "wave 1 ended with 1 of 2 succeeded, below the 50.4% it needs to advance"
+    assert (r.state, r.reason, r.updated, r.log[-1]) == (ro.HALTED, reason, 5.0,
+                                                         ro.Entry(5.0, "rollout", f"halted: {reason}"))
     r = ro.step(ended([ro.FAILED, ro.SUCCEEDED, ro.ANNOUNCED], ro.Policy(halt_at=None, advance_at=50)), {}, 5.0)[0]
     assert (r.state, r.wave) == (ro.RUNNING, 1)
     done = ro.step(ended([ro.SUCCEEDED], ro.Policy()), {}, 5.0)[0]

@@ -469,9 +469,10 @@ def step(r: Rollout, observations: Mapping[str, Observation], now: float) -> tup
             r = replace(r, state=HALTED, reason=reason, log=_note(r, now, "rollout", f"halted: {reason}"))
             break
         if r.wave + 1 >= r.waves:
+            # Nothing to clear: a running rollout has no reason (resume drops it), and only a wave
+            # with a next one soaks (its soak_from goes when the next one starts).
             done = sum(m.state == SUCCEEDED for m in r.members)  # every wave's, not the last one's
-            r = replace(r, state=COMPLETED, reason=None, soak_from=None,
-                        log=_note(r, now, "rollout", f"completed: {done} device(s) on {r.version}"))
+            r = replace(r, state=COMPLETED, log=_note(r, now, "rollout", f"completed: {done} device(s) on {r.version}"))
             break
         soak_from = r.soak_from if r.soak_from is not None else now
         if now < soak_from + r.policy.soak:
@@ -492,7 +493,7 @@ def step(r: Rollout, observations: Mapping[str, Observation], now: float) -> tup
         for m in r.members:
             if m.wave == r.wave and m.state == WAITING:
                 actions.append(Announce(m.device))
-                m = replace(m, state=ANNOUNCED, attempt=None, tries=m.tries + 1)
+                m = replace(m, state=ANNOUNCED, tries=m.tries + 1)  # a waiting member has no attempt; bind() sets it
             out.append(m)
         r = replace(r, members=tuple(out))
     return (replace(r, updated=now) if r != before else r), actions
@@ -506,7 +507,7 @@ def bind(r: Rollout, device: str, attempt_id: str) -> Rollout:
 
 def unannounced(r: Rollout, device: str, error: str, now: float) -> Rollout:
     """The runner could not announce to ``device``: halt, because the next one would fail the same way."""
-    members = tuple(replace(m, state=WAITING, attempt=None, tries=m.tries - 1) if m.device == device
+    members = tuple(replace(m, state=WAITING, tries=m.tries - 1) if m.device == device
                     and m.state == ANNOUNCED and m.attempt is None else m for m in r.members)
     return halt(replace(r, members=members), f"cannot announce to {device}: {error}", now)
 
