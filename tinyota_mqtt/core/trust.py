@@ -31,7 +31,10 @@ def _parse(url: str) -> tuple[str, str, int, str] | None:
     """(scheme, host in lower case, port, path) of a URL a device could fetch, or None."""
     if not _VISIBLE_ASCII.fullmatch(url) or not (url.startswith("http://") or url.startswith("https://")):
         return None  # lower-case schemes only, like the ESP cores' HTTPClient
-    parts: SplitResult = urlsplit(url)
+    try:
+        parts: SplitResult = urlsplit(url)
+    except ValueError:
+        return None  # an unclosed "[" or a bracketed host that is no IP address: nothing to fetch
     authority = parts.netloc
     if "@" in authority or "\\" in url:
         return None  # user info is never ours; a backslash is a path separator to some servers

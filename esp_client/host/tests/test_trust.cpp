@@ -93,6 +93,52 @@ TEST(server_url_refuses_other_servers_and_tricks) {
   CHECK(!isUnderServerBase("http://h/fw", ""));
 }
 
+TEST(server_url_at_its_edges) {
+  // The same rows as tests/test_trust_rules.py::test_the_url_check_at_its_edges: both devices agree.
+  CHECK(isUnderServerBase("http://h/ota", "http://h/ota"));
+  CHECK(isUnderServerBase("http://h/ota", "http://h/ota/"));
+  CHECK(isUnderServerBase("http://h/ota/", "http://h/ota"));
+  CHECK(isUnderServerBase("http://h", "http://h/"));
+  CHECK(isUnderServerBase("http://h/", "http://h"));
+  CHECK(isUnderServerBase("http://h/x", "http://h"));
+  CHECK(isUnderServerBase("https://h/fw", "https://h"));
+  CHECK(isUnderServerBase("https://h:443/fw", "https://h"));
+  CHECK(!isUnderServerBase("http://h:443/fw", "http://h"));
+  CHECK(isUnderServerBase("http://h:65535/fw", "http://h:65535"));
+  CHECK(!isUnderServerBase("http://h:65536/fw", "http://h:65536"));
+  CHECK(!isUnderServerBase("http://h:008000/fw", "http://h:8000"));
+  CHECK(!isUnderServerBase("http://h:80a/fw", "http://h"));
+  CHECK(!isUnderServerBase("http://h:/fw", "http://h"));
+  CHECK(!isUnderServerBase("http://h:-1/fw", "http://h"));
+  CHECK(isUnderServerBase("http://h:1/fw", "http://h:1"));
+  CHECK(isUnderServerBase("http://[FD00::1]/fw", "http://[fd00::1]"));
+  CHECK(isUnderServerBase("http://[fd00::1]/fw", "http://[fd00::1]:80"));
+  CHECK(!isUnderServerBase("http://[fd00::1/fw", "http://[fd00::1]"));
+  CHECK(!isUnderServerBase("http://[fd00::1]x/fw", "http://[fd00::1]"));
+  CHECK(!isUnderServerBase("http://[fd00::1]:81/fw", "http://[fd00::1]"));
+  CHECK(!isUnderServerBase("http://[fd00::g]/fw", "http://[fd00::g]"));
+  CHECK(!isUnderServerBase("http://[]/fw", "http://[]"));
+  CHECK(!isUnderServerBase("http://[fd00::1]:8000/fw", "http://[ad00::1]:8000"));
+  CHECK(!isUnderServerBase("http://[v1.fe]/fw", "http://[v1.fe]"));
+  CHECK(isUnderServerBase("http://my_ota-1.lan/fw", "http://MY_OTA-1.LAN"));
+  CHECK(!isUnderServerBase("http://h%41/fw", "http://h%41"));
+  CHECK(!isUnderServerBase("http:///fw", "http:///"));
+  CHECK(!isUnderServerBase("http://h/ota/%2E%2E/admin", "http://h/ota"));
+  CHECK(!isUnderServerBase("http://h/ota%2fadmin", "http://h/ota"));
+  CHECK(!isUnderServerBase("http://h/ota%2Fadmin", "http://h/ota"));
+  CHECK(!isUnderServerBase("http://h/ota/%5c../admin", "http://h/ota"));
+  CHECK(!isUnderServerBase("http://h/ota/%5C../admin", "http://h/ota"));
+  CHECK(!isUnderServerBase("http://h/ota/..", "http://h/ota"));
+  CHECK(isUnderServerBase("http://h/ota/k.1.bin", "http://h/ota"));
+  CHECK(isUnderServerBase("http://h/ota/...", "http://h/ota"));
+  CHECK(!isUnderServerBase("http://h/ota/k\\..\\..\\admin", "http://h/ota"));
+  CHECK(!isUnderServerBase("http://h/ota/k.bin", "http://h/otaX"));
+  CHECK(!isUnderServerBase("http://h/fw\t", "http://h"));
+  CHECK(!isUnderServerBase("http://h/f\xc3\xbc", "http://h"));
+  CHECK(!isUnderServerBase("ftp://h/fw", "ftp://h"));
+  CHECK(!isUnderServerBase("Https://h/fw", "https://h"));
+}
+
 TEST(server_url_validates_the_base) {
   CHECK(isUsableServerBase("http://ota.lan:8000"));
   CHECK(isUsableServerBase("https://ota.example.com/tinyota/"));
