@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from tinyota_mqtt import __version__
 from tinyota_mqtt.config import parse_config
 from tinyota_mqtt.core import attempts as att
-from tinyota_mqtt.core import esp_headers, forwarded, hass, httpauth, policy, protocol, retry, semver
+from tinyota_mqtt.core import esp_headers, forwarded, hass, hass_rollout, httpauth, policy, protocol, retry, semver
 from tinyota_mqtt.core.protocol import Status
 from tinyota_mqtt.core.throttle import LoginThrottle
 
@@ -615,6 +615,28 @@ def test_availability_is_retained_online_or_offline_on_the_entity_topic() -> Non
     # Retained, so an HA that subscribes later (or restarts) still learns it.
     assert hass.availability(HA_TOPICS, "kitchen-1", True) == ("home/kitchen-1/entity", b"online", True)
     assert hass.availability(HA_TOPICS, "kitchen-1", False) == ("home/kitchen-1/entity", b"offline", True)
+
+
+def test_rollouts_are_on_their_documented_topics_and_one_sensor_per_image() -> None:
+    # docs/protocol.md "Topics": the summary per rollout and per image, and the image's sensor.
+    assert hass_rollout.rollout_topic(HA_TOPICS, "7") == "home/server/rollout/7"
+    assert hass_rollout.image_topic(HA_TOPICS, "kitchen") == "home/server/rollout/image/kitchen"
+    topic, payload, retain = hass_rollout.discovery("ha", HA_TOPICS, "kitchen")
+    assert (topic, retain) == ("ha/sensor/tinyota_rollout_kitchen/config", True)
+    assert json.loads(payload) == {
+        "name": "kitchen rollout",
+        "unique_id": "tinyota_rollout_kitchen",
+        "state_topic": "home/server/rollout/image/kitchen",
+        "value_template": "{{ value_json.state }}",
+        "json_attributes_topic": "home/server/rollout/image/kitchen",
+        "icon": "mdi:progress-upload",
+        "availability": [{"topic": "home/server/availability"}],
+        "device": {"identifiers": ["tinyota_server"], "name": "TinyOTA server", "manufacturer": "TinyOTA-MQTT",
+                   "model": "OTA server", "sw_version": __version__},
+        "origin": {"name": "TinyOTA-MQTT", "sw_version": __version__},
+        "qos": 1,
+    }
+    assert payload == hass.dump(json.loads(payload))  # the same bytes each time: compact, keys sorted
 
 
 # -- login throttling, on a fake clock (core/throttle.py) ----------------------------------------------

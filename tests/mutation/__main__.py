@@ -43,14 +43,14 @@ class Scope:
 
 
 CORE = ("attempts", "retry", "policy", "protocol", "semver", "httpauth", "esp_headers", "passwords", "throttle",
-        "forwarded", "hass")
+        "forwarded", "hass", "tokens", "trust", "hass_rollout")
 # image is clean against test_image_rules.py but stays out of CI: its 745 mutants would double the
 # core run (docs/testing.md); rollout, clean too, would more than double it.
 CORE_MORE = ("image", "rollout")
 SCOPES = {
     # The pure rules: no I/O, fast tests; CI runs this one (tests/test_mutation.py).
     "core": Scope(tuple(f"tinyota_mqtt/core/{m}.py" for m in CORE),
-                  ("tests/test_core.py", "tests/test_core_rules.py"),
+                  ("tests/test_core.py", "tests/test_core_rules.py", "tests/test_trust_rules.py"),
                   "pure decisions and parsers; runs in CI"),
     # The service on real files: slower tests, so bound the run with --minutes.
     "fleet": Scope(("tinyota_mqtt/fleet/*.py", "tinyota_mqtt/service.py", "tinyota_mqtt/store.py",

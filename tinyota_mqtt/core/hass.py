@@ -59,7 +59,9 @@ class EntityState:
     release_url: str | None = None
 
 
-def _dump(body: dict[str, Any]) -> bytes:
+def dump(body: dict[str, Any]) -> bytes:
+    """Every payload for Home Assistant (the rollout sensor's too): compact, keys sorted, so one
+    entity's payload is the same bytes each time and the publisher can skip what did not change."""
     return json.dumps(body, separators=(",", ":"), sort_keys=True).encode("utf-8")
 
 
@@ -107,7 +109,7 @@ def discovery(discovery_prefix: str, topics: Topics, entity: EntityInfo) -> Mess
     }
     if entity.entity_picture:
         body["entity_picture"] = entity.entity_picture
-    return config_topic(discovery_prefix, entity.device_id), _dump(body), True
+    return config_topic(discovery_prefix, entity.device_id), dump(body), True
 
 
 def removal(discovery_prefix: str, device_id: str) -> Message:
@@ -149,7 +151,7 @@ def state(topics: Topics, device_id: str, entity: EntityState) -> Message:
         body["latest_version"] = latest
     if entity.release_url:
         body["release_url"] = entity.release_url
-    return topics.state(device_id), _dump(body), True
+    return topics.state(device_id), dump(body), True
 
 
 def entity_available(*, online: bool | None, offline_since: float | None, updating: bool,

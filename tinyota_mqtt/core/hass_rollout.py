@@ -8,9 +8,8 @@ the summary its attributes. Rollout ids are numbers, so "image" never collides w
 
 from __future__ import annotations
 
-import json
-
 from tinyota_mqtt import __version__
+from tinyota_mqtt.core.hass import dump
 from tinyota_mqtt.core.protocol import Topics
 
 Message = tuple[str, bytes, bool]
@@ -39,5 +38,4 @@ def discovery(discovery_prefix: str, topics: Topics, image: str) -> Message:
         "origin": {"name": "TinyOTA-MQTT", "sw_version": __version__},
         "qos": 1,
     }
-    payload = json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
-    return f"{discovery_prefix}/sensor/{uid}/config", payload, True
+    return f"{discovery_prefix}/sensor/{uid}/config", dump(body), True
