@@ -290,6 +290,23 @@ def test_a_held_device_of_an_automatic_group_is_offered_the_release_and_installs
     assert_clean_update(tier, KITCHEN_1, since, "1.2.0")
 
 
+def test_a_rollout_shows_as_the_images_sensor_with_its_summary(tier: Tier) -> None:
+    # docs/rollouts.md: one Home Assistant sensor per image, state = the newest rollout's state,
+    # attributes = its summary; created by discovery when the image's first rollout starts.
+    done = tinyota("rollout", "start", "sensor", "1.3.0", "--group", "sensors", "-c", str(tier.config_path))
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    def sensor_entity() -> str | None:
+        entries = tier.ws.ok({"type": "config/entity_registry/list"})
+        return next((e["entity_id"] for e in entries if e["unique_id"] == "tinyota_rollout_sensor"), None)
+
+    entity_id = wait_until(sensor_entity, 30, "the rollout sensor of image 'sensor' in HA's entity registry")
+    got = tier.wait_attrs(entity_id, 120, state="completed", image="sensor", version="1.3.0", groups=["sensors"])
+    assert got["attributes"]["counts"]["succeeded"] == 1 and got["attributes"]["devices"] == 1
+    assert got["attributes"]["friendly_name"] == "TinyOTA server sensor rollout"
+    tier.wait_attrs(SENSOR, 30, state="off", installed_version="1.3.0")
+
+
 def test_a_device_removed_from_the_config_leaves_home_assistant(tier: Tier) -> None:
     tier.stop_server()
     text = tier.config_path.read_text().replace(
