@@ -440,38 +440,7 @@ def test_the_documented_mosquitto_acl_lets_a_tasmota_update_through_and_nothing_
 
 
 # -- pure rules ----------------------------------------------------------------------------------
-
-@pytest.mark.parametrize(("url", "minimal"), [
-    # The examples in the comment above Tasmota's own derivation (support_tasmota.ino).
-    ("http://domus1:80/api/arduino/tasmota.bin", "http://domus1:80/api/arduino/tasmota-minimal.bin"),
-    ("http://domus1:80/api/arduino/tasmota.bin.gz", "http://domus1:80/api/arduino/tasmota-minimal.bin.gz"),
-    ("http://domus1:80/api/arduino/tasmota-DE.bin.gz", "http://domus1:80/api/arduino/tasmota-minimal.bin.gz"),
-    ("http://domus1:80/api/ard-uino/tasmota-DE.bin.gz", "http://domus1:80/api/ard-uino/tasmota-minimal.bin.gz"),
-    ("http://192.168.2.17/api/arduino/tasmota.bin.gz", "http://192.168.2.17/api/arduino/tasmota-minimal.bin.gz"),
-    ("tasmota", "tasmota-minimal"),
-    ("http://h/t/plug-1/Ab-_9/firmware.bin.gz", "http://h/t/plug-1/Ab-_9/firmware-minimal.bin.gz"),
-])
-def test_the_minimal_url_is_derived_as_tasmota_derives_it(url: str, minimal: str) -> None:
-    assert tasmota.minimal_url(url) == minimal
-
-
-def test_version_strings() -> None:
-    assert tasmota.parse_version("14.3.0(tasmota)") == tasmota.Version("14.3.0", "tasmota")
-    assert tasmota.parse_version("14.4.0(minimal)").step
-    assert tasmota.parse_version("14.4.0(tasmota32-safeboot)").step
-    assert not tasmota.parse_version("14.4.0(tasmota-sensors)").step
-    assert tasmota.parse_version("9.1.0") == tasmota.Version("9.1.0", "")
-    assert tasmota.version_of({"Info1": {"Version": "14.3.0(tasmota)"}}) == tasmota.Version("14.3.0", "tasmota")
-    assert tasmota.version_of({"Version": "8.5.1(lite)"}) == tasmota.Version("8.5.1", "lite")  # before 9.x
-    assert tasmota.version_of({"StatusFWR": {"Version": "14.3.0(tasmota)"}}) == tasmota.Version("14.3.0", "tasmota")
-
-
-def test_upgrade_replies() -> None:
-    assert tasmota.parse_upgrade("Version 14.3.0(tasmota) from http://x/y").outcome == "started"
-    assert tasmota.parse_upgrade("Successful. Restarting").outcome == "restarting"
-    assert tasmota.parse_upgrade("Failed Not Enough space") == tasmota.Upgrade("failed", "Not Enough space")
-    assert tasmota.parse_upgrade("1 or >14.3.0 to upgrade").outcome == "refused"
-
+# (core/tasmota.py's own rules are in test_device_rules.py, where the mutation run reaches them)
 
 def test_token_rules() -> None:
     grant = tk.Grant(device="d", image="i", version="1.0.0", sha256="s", attempt="a", expires=100.0)
