@@ -80,6 +80,9 @@ def test_split_reads_a_custom_full_topic() -> None:
     ("%prefix%/x/", "must contain both %prefix% and %topic% (Tasmota's MQTT docs ask for both)"),
     ("%prefix%/%topic%/%hostname%/", "only the %prefix% and %topic% tokens are supported here"),
     ("%prefix%/%topic%/100%", "only the %prefix% and %topic% tokens are supported here"),
+    # A stray '%to' and 'pic%' around %prefix% are not a third %topic%: the device's stat topic
+    # would be a literal 'x/%tostatpic%/'.
+    ("%topic%/%to%prefix%pic%/", "only the %prefix% and %topic% tokens are supported here"),
     ("%prefix%/+/%topic%/", "must not contain MQTT wildcards or start with '/'"),
     ("%prefix%/%topic%/#", "must not contain MQTT wildcards or start with '/'"),
     ("%prefix%/\x00/%topic%/", "must not contain MQTT wildcards or start with '/'"),

@@ -44,6 +44,7 @@ STEP_IMAGES = ("minimal", "safeboot")
 MAX_PAYLOAD = 4096  # Tasmota's MQTT messages fit in its 1,200-byte buffer; this is generous
 _VERSION = re.compile(r"\s*(?P<version>[0-9][0-9A-Za-z.+-]{0,63}?)\s*(?:\((?P<image>[^()]{0,64})\))?\s*")
 _LEVEL = re.compile(r"[^/+#\x00]+")
+_TOKEN = re.compile("%prefix%|%topic%")
 
 
 @dataclass(frozen=True)
@@ -83,8 +84,9 @@ def full_topic_problem(text: str) -> str | None:
     """Why ``text`` is not a FullTopic this server can build topics from, or None."""
     if "%prefix%" not in text or "%topic%" not in text:
         return "must contain both %prefix% and %topic% (Tasmota's MQTT docs ask for both)"
-    leftover = text.replace("%prefix%", "").replace("%topic%", "")
-    if "%" in leftover:
+    # One pass over the text: removing one token and then the other could join the halves of a
+    # stray '%to' and 'pic%' around a %prefix% into a %topic% that is not there.
+    if any("%" in part for part in _TOKEN.split(text)):
         return "only the %prefix% and %topic% tokens are supported here"
     if any(c in text for c in "+#\x00") or text.startswith("/"):
         return "must not contain MQTT wildcards or start with '/'"
