@@ -90,7 +90,7 @@ def params_from_config(config: Config, device_id: str) -> SnippetParams:
     if image_name is None:
         raise TinyOTAError(f"device {device_id!r} is in no group, so it has no image and no platform",
                            "give it a group (devices.<id>.group) whose image names its platform")
-    server_url = config.server.public_url.rstrip("/")
+    server_url = config.server.public_url  # the loader has taken off any trailing '/'
     if not _SAFE_URL.fullmatch(server_url) or not trust.is_usable_base(server_url):
         raise TinyOTAError(f"server.public_url {server_url!r} cannot go into an ESPHome lambda as it is",
                            "use a plain http:// or https:// URL without quotes, backslashes, '$' or braces")
@@ -102,9 +102,10 @@ def params_from_config(config: Config, device_id: str) -> SnippetParams:
         # The embedded broker listens where the server is: the device reaches it at the server's host.
         host, port, tls = host_of(server_url), config.mqtt.embedded_port, False
     else:
+        # The loader accepts only mqtt(s)://host[:port] here, so there is a host.
         parts = urlsplit(url)
         tls = parts.scheme == "mqtts"
-        host, port = parts.hostname or "", parts.port or (8883 if tls else 1883)
+        host, port = host_of(url), parts.port or (8883 if tls else 1883)
     return SnippetParams(device=device_id, image=image_name, platform=config.images[image_name].platform,
                          prefix=config.mqtt.prefix, server_url=server_url, broker_host=host, broker_port=port,
                          broker_tls=tls)
