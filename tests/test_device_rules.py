@@ -221,7 +221,8 @@ def test_only_the_minimal_and_safeboot_builds_are_steps(image: str, step: bool) 
 # -- what the device says: Upgrade replies, INFO1 / STATUS2, LWT -----------------------------------
 
 @pytest.mark.parametrize(("text", "upgrade"), [
-    ("Version 14.3.0(tasmota) from http://h/t/plug-1/tok/firmware.bin.gz", tasmota.Upgrade("started", "14.3.0(tasmota)")),
+    ("Version 14.3.0(tasmota) from http://h/t/plug-1/tok/firmware.bin.gz",
+     tasmota.Upgrade("started", "14.3.0(tasmota)")),
     ("Version 14.3.0(tasmota)", tasmota.Upgrade("started", "14.3.0(tasmota)")),
     # Spaced the way parse_version() still reads it: the detail keeps all of it.
     ("Version 14.3.0 (tasmota) from http://h/x", tasmota.Upgrade("started", "14.3.0 (tasmota)")),
@@ -268,9 +269,9 @@ def test_the_upgrade_in_a_reply_is_read_from_upgrade_or_upload() -> None:
         tasmota.Upgrade("restarting")
     assert tasmota.upgrade_of({"OtaUrl": "http://h/x"}) is None  # the echo of OtaUrl says nothing
     assert tasmota.upgrade_of({}) is None
-    with pytest.raises(ProtocolError, match="^'Upgrade' is not a string$"):
+    with pytest.raises(ProtocolError, match=r"^'Upgrade' is not a string$"):
         tasmota.upgrade_of({"Upgrade": 1})
-    with pytest.raises(ProtocolError, match="^'Upgrade' is not a string$"):
+    with pytest.raises(ProtocolError, match=r"^'Upgrade' is not a string$"):
         tasmota.upgrade_of({"Upload": ["Failed"]})
 
 
@@ -582,9 +583,8 @@ def on_announcement(platform: str) -> dict[str, Any]:
     runs_it = {"if": {"condition": {"lambda": RUNS_IT},
                       "then": [publish(topic, 1, [("state", '"idle"'), running, announced, ("platform", where)])],
                       "else": [attempted]}}
-    malformed = {"if": {"condition": {"lambda": MALFORMED},
-                        "then": [{"logger.log": {"level": "WARN",
-                                                 "format": "tinyota: ignored an announcement that is not well-formed"}}],
+    warned = {"logger.log": {"level": "WARN", "format": "tinyota: ignored an announcement that is not well-formed"}}
+    malformed = {"if": {"condition": {"lambda": MALFORMED}, "then": [warned],
                         "else": [runs_it]}}
     return {"topic": "home/kitchen-1/update", "qos": 1, "then": [malformed]}
 
@@ -693,5 +693,5 @@ def test_the_project_name_has_one_dot_whatever_the_image_is_called() -> None:
 
 def test_the_error_words_are_the_ones_the_server_sorts() -> None:
     # core/retry.py retries only what says nothing against the image: a connection error.
-    assert esphome.OTA_ERRORS == dict(ERROR_CASES)
+    assert dict(ERROR_CASES) == esphome.OTA_ERRORS
     assert esphome.ATTEMPT_ID_MAX == 64 and esphome.URL_MAX == 384
