@@ -7,6 +7,7 @@ Home Assistant checks the same story end to end in tests/test_hass_tier.py.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -147,6 +148,47 @@ def test_install_from_home_assistant_in_a_rollout_group_installs_that_device_now
     assert announced(service, "staged-1") == "2.0.0"
     # Its own target now, so the server will also serve it the image (policy.refusal).
     assert service.target_version("staged-1") == "2.0.0"
+
+
+@pytest.mark.parametrize("device", ["kitchen-1", "staged-1"])  # automatic, without and with a rollout
+def test_home_assistants_install_of_a_rollback_not_run_yet_installs_the_rollback(setup: Any, device: str) -> None:
+    config, service, bus, _ = setup
+    release(config, "kitchen", "1.0.0")
+    release(config, "kitchen", "2.0.0")
+    service.on_status(device, protocol.Status("idle", "2.0.0"))
+    service.install([device], "1.0.0")  # a rollback, on its way
+    assert state(bus, device)["latest_version"] == "1.0.0"  # what HA shows, and so what Install means
+    service.handle_message(f"tinyota/{device}/install", b"install")
+    assert announced(service, device) == "1.0.0"
+    assert service.registry.device(device).commanded == "1.0.0"  # still rolled back, not handed to the group
+
+
+def test_once_a_rollback_runs_home_assistant_offers_the_newest_and_install_hands_it_back(setup: Any) -> None:
+    config, service, bus, _ = setup
+    release(config, "kitchen", "1.0.0")
+    release(config, "kitchen", "2.0.0")
+    service.on_status("kitchen-1", protocol.Status("idle", "2.0.0"))
+    service.install(["kitchen-1"], "1.0.0")
+    service.on_status("kitchen-1", protocol.Status("idle", "1.0.0"))  # the rollback landed
+    assert state(bus, "kitchen-1")["latest_version"] == "2.0.0"  # the command counts until it runs
+    service.handle_message("tinyota/kitchen-1/install", b"install")
+    assert announced(service, "kitchen-1") == "2.0.0"
+    assert service.registry.device("kitchen-1").commanded is None  # following its group again
+
+
+def test_home_assistants_install_with_nothing_to_offer_is_refused_with_what_to_do(
+        setup: Any, caplog: pytest.LogCaptureFixture) -> None:
+    _, service, _, _ = setup
+    with caplog.at_level(logging.WARNING, "tinyota.service"):
+        service.handle_message("tinyota/sensor-1/install", b"install")  # its image has no release yet
+        service.handle_message("tinyota/loner/install", b"install")  # in no group
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 2, said
+    assert said[0].startswith("sensor-1: install command refused: sensor-1 has nothing to install ("), said
+    assert "release a build of its image" in said[0] and "group" not in said[0], said
+    assert said[1].startswith("loner: install command refused: loner has nothing to install ("), said
+    assert "give it a group" in said[1] and "release" not in said[1], said
+    assert announced(service, "sensor-1") is None and announced(service, "loner") is None
 
 
 def test_a_reboot_inside_an_update_keeps_the_entity_available_for_a_while(setup: Any) -> None:
