@@ -104,6 +104,19 @@ def test_a_new_token_for_a_device_ends_its_older_ones(plugs: Fleet) -> None:
     assert served(plugs, "plug-1", tokens_sent(plugs, "plug-1")[-1]) == "plug 1.1.0"
 
 
+def test_a_token_told_again_lasts_its_own_15_minutes(plugs: Fleet) -> None:
+    """A device told again on a reconnect gets a new token for the same attempt; forgetting the
+    first one later must not forget the second."""
+    told(plugs, "plug-1")
+    plugs.clock.now += 20 * 60
+    plugs.service.attach(plugs.bus)
+    plugs.bus.connect(plugs.service)  # still pending: told again, with a new token
+    again = tokens_sent(plugs, "plug-1")[-1]
+    plugs.clock.now += 11 * 60  # the first is 16 minutes past its end: the next mint forgets it
+    told(plugs, "plug-2")
+    assert served(plugs, "plug-1", again) == "plug 1.0.0"  # 11 of its 15 minutes gone
+
+
 def test_an_old_token_long_expired_is_forgotten(plugs: Fleet) -> None:
     token = told(plugs, "plug-1")
     plugs.clock.now += 2 * tk.TTL + 1

@@ -81,4 +81,7 @@ class TokenStore:
         for key, grant in list(self._grants.items()):
             if grant.expires < cutoff:
                 del self._grants[key]
-                self._by_attempt.pop(grant.attempt, None)
+                # A device told again (a reconnect, back online) holds a newer token for the same
+                # attempt; the attempt's entry is then that token's, which is still good.
+                if self._by_attempt.get(grant.attempt) == key:
+                    del self._by_attempt[grant.attempt]
