@@ -67,7 +67,7 @@ class TokenStore:
 
     def revoke(self, attempt_id: str, why: str) -> None:
         key = self._by_attempt.get(attempt_id)
-        if key is not None and key in self._grants:
+        if key is not None:  # an attempt's entry goes only with its own grant (_sweep)
             self._grants[key] = tk.revoked(self._grants[key], why)
 
     def revoke_device(self, device: str, why: str) -> None:
