@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 
 from tests.conftest import BASE_CONFIG
+from tests.test_outcomes import Fleet
 from tinyota_mqtt.core import tokens as tk
 from tinyota_mqtt.registry import Registry
 from tinyota_mqtt.service import Service
-from tests.test_outcomes import Fleet
 
 PLUGS = (BASE_CONFIG
          .replace("images:\n", "images:\n  plug: {{platform: esp8266}}\n  plug-minimal: {{platform: esp8266}}\n")

@@ -1,0 +1,337 @@
+"""Staged rollouts as the service runs them (fleet/rollouts.py), on the fake bus and a moved clock.
+
+The waves, thresholds and windows are pure rules with tests of their own (test_rollout_core.py);
+the broker tier (test_rollout.py) runs simulated devices against mosquitto. Here: what starts a
+rollout (a release, a start by hand) and what refuses one, the controls, the announcements each
+step makes, and what is published for automations and Home Assistant (docs/rollouts.md).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import pytest
+
+from tests.conftest import BASE_CONFIG
+from tests.test_outcomes import Fleet
+from tinyota_mqtt.core import attempts as att
+from tinyota_mqtt.core import rollout as ro
+from tinyota_mqtt.errors import NotFound, TinyOTAError
+from tinyota_mqtt.fleet.rollouts import Conflict
+
+CONFIG = BASE_CONFIG.split("images:")[0] + """\
+images:
+  kitchen: {{platform: esp8266}}
+  sensor: {{platform: esp32}}
+  spare: {{platform: esp32}}
+groups:
+  lights:
+    image: kitchen
+    auto_update: true
+    attempt_timeout: 60s
+    confirm: {confirm}
+    retries: 1
+    retry_backoff: 10s
+    rollout: {{waves: [[light-0], 50%, rest], halt_at: 50%}}
+  manual: {{image: kitchen, attempt_timeout: 60s, confirm: {confirm}}}
+  sensors: {{image: sensor, confirm: {confirm}}}
+devices:
+  light-0: {{group: lights, password: pw}}
+  light-1: {{group: lights, password: pw}}
+  light-2: {{group: lights, password: pw}}
+  light-3: {{group: lights, password: pw}}
+  desk-0: {{group: manual, password: pw}}
+  sensor-1: {{group: sensors, password: pw}}
+"""
+LIGHTS = ["light-0", "light-1", "light-2", "light-3"]
+
+
+@pytest.fixture
+def f(fleet: Any) -> Fleet:
+    made: Fleet = fleet(text=CONFIG)
+    made.release("kitchen", "1.0.0")
+    for device in [*LIGHTS, "desk-0"]:
+        made.say(device, state="idle", version="1.0.0")
+    made.service.tick()  # the start-up look at the store: everything runs 1.0.0 already
+    assert made.service.rollouts.list() == []
+    return made
+
+
+def announced(f: Fleet) -> dict[str, str]:
+    """Each device with an open attempt, and its version."""
+    out = {}
+    for device in f.config.devices:
+        attempt = f.service.registry.open_attempt(device)
+        if attempt is not None:
+            out[device] = attempt.version
+    return out
+
+
+def retained(f: Fleet, topic: str) -> dict[str, Any]:
+    sent = [p for t, p, r in f.bus.sent if t == topic and r]
+    assert sent, f"nothing retained on {topic}"
+    return dict(json.loads(sent[-1]))
+
+
+def summary(f: Fleet, rollout_id: str = "1") -> dict[str, Any]:
+    return f.service.rollouts.summary(f.service.rollouts.get(rollout_id))
+
+
+# -- what starts one -------------------------------------------------------------------------------
+
+def test_a_release_starts_the_groups_rollout_with_its_canary(f: Fleet, caplog: pytest.LogCaptureFixture) -> None:
+    f.say("light-3", state="idle", version="1.1.0")  # already there: left out
+    events: list[dict[str, Any]] = []
+    f.service.watch(events.append)
+    f.release("kitchen", "1.1.0")
+    with caplog.at_level(logging.INFO, "tinyota.rollout"):
+        f.service.tick()
+    (rollout,) = f.service.rollouts.list()
+    assert (rollout.id, rollout.image, rollout.version, rollout.groups, rollout.started_by) == \
+        ("1", "kitchen", "1.1.0", ("lights",), "config")
+    assert [m.device for m in rollout.members] == ["light-0", "light-1", "light-2"]
+    assert rollout.waves == 3 and rollout.state == ro.RUNNING
+    assert announced(f) == {"light-0": "1.1.0"}  # the canary alone; desk-0's group has no rollout
+    assert f.service.registry.device("light-0").commanded == "1.1.0"  # its wave set it on command
+    lines = [r.getMessage() for r in caplog.records]
+    assert "rollout 1 of kitchen 1.1.0 by config: 3 device(s) in 3 wave(s); " in lines[0], lines
+    assert lines[0].endswith(rollout.policy.describe()), lines
+    assert "rollout 1 (kitchen 1.1.0): running, wave 1 of 3" in lines, lines
+    # For automations: the rollout's own topic and its image's, retained; and the dashboard's event.
+    assert retained(f, f"{f.pre}/server/rollout/1") == summary(f)
+    assert retained(f, f"{f.pre}/server/rollout/image/kitchen") == summary(f)
+    assert [e["rollout"]["state"] for e in events if e["type"] == "rollout"][-1] == ro.RUNNING
+
+
+def test_home_assistant_gets_a_sensor_for_the_image(f: Fleet) -> None:
+    f.release("kitchen", "1.1.0")
+    f.service.tick()
+    config = retained(f, f"{f.config.homeassistant.discovery_prefix}/sensor/tinyota_rollout_kitchen/config")
+    assert config["state_topic"] == f"{f.pre}/server/rollout/image/kitchen"
+
+
+def test_a_release_added_while_running_goes_out_even_to_devices_never_heard_from(fleet: Any) -> None:
+    g: Fleet = fleet(text=CONFIG)
+    g.release("kitchen", "1.0.0")
+    g.service.tick()  # start-up, and no device has reported: the release may be installed everywhere
+    assert g.service.rollouts.list() == []
+    g.release("kitchen", "1.1.0")
+    g.service.tick()  # not start-up: everyone not known to run it is outdated
+    (rollout,) = g.service.rollouts.list()
+    assert rollout.version == "1.1.0" and len(rollout.members) == 4
+
+
+def test_at_start_up_a_release_goes_out_where_a_device_is_known_to_run_another(fleet: Any) -> None:
+    g: Fleet = fleet(text=CONFIG)
+    g.release("kitchen", "1.1.0")
+    g.say("light-1", state="idle", version="1.0.0")
+    g.service.tick()
+    (rollout,) = g.service.rollouts.list()
+    assert rollout.version == "1.1.0" and rollout.started_by == "config"
+
+
+def test_a_newer_release_supersedes_the_rollout_still_going_and_none_starts_twice(f: Fleet) -> None:
+    f.release("kitchen", "1.1.0")
+    f.service.tick()
+    f.release("kitchen", "1.2.0")
+    f.service.tick()
+    first, second = f.service.rollouts.list()
+    assert first.state == ro.ABORTED and first.reason == "superseded by 1.2.0"
+    assert first.log[-1].who == "config"
+    assert (second.version, second.state, second.started_by) == ("1.2.0", ro.RUNNING, "config")
+    assert announced(f) == {"light-0": "1.2.0"}
+    assert retained(f, f"{f.pre}/server/rollout/image/kitchen")["id"] == "2"  # the newest of the image
+    assert retained(f, f"{f.pre}/server/rollout/1")["state"] == ro.ABORTED
+    f.service.rollouts.control("2", "abort", "admin")
+    f.release("sensor", "1.0.0")  # the store changed, but kitchen's newest was rolled out already
+    f.service.tick()
+    assert len(f.service.rollouts.list()) == 2
+
+
+# -- starting one by hand --------------------------------------------------------------------------
+
+def test_a_rollout_by_hand_takes_the_groups_policy_or_one_wave(f: Fleet) -> None:
+    f.release("kitchen", "1.1.0")
+    assert f.service.rollouts.list() == []  # no tick yet: nothing started by itself
+    manual = f.service.rollouts.start("kitchen", "1.1.0", groups=["manual", "manual"], who="admin")
+    assert manual.groups == ("manual",) and manual.waves == 1 and manual.started_by == "admin"
+    assert manual.policy == ro.Policy()
+    assert announced(f)["desk-0"] == "1.1.0"
+
+
+def test_a_rollout_by_hand_of_every_group_of_the_image_uses_the_one_policy_among_them(fleet: Any) -> None:
+    g: Fleet = fleet(text=CONFIG)
+    g.release("kitchen", "1.1.0")  # no device has reported, and no tick: nothing started by itself
+    rollout = g.service.rollouts.start("kitchen", "1.1.0", who="admin")
+    assert rollout.groups == ("lights", "manual")
+    assert rollout.policy == g.config.groups["lights"].rollout  # the only group with one
+    assert rollout.waves == 3 and [m.device for m in rollout.in_wave(0)] == ["light-0"]
+    assert announced(g) == {"light-0": "1.1.0"}
+
+
+def test_a_policy_given_wins(fleet: Any) -> None:
+    g: Fleet = fleet(text=CONFIG)
+    g.release("kitchen", "1.1.0")
+    rollout = g.service.rollouts.start("kitchen", "1.1.0", groups=["lights"], policy=ro.Policy(), who="admin")
+    assert rollout.waves == 1 and set(announced(g)) == set(LIGHTS)
+
+
+def refused(f: Fleet, *args: Any, **kw: Any) -> TinyOTAError:
+    with pytest.raises(TinyOTAError) as caught:
+        f.service.rollouts.start(*args, **kw)
+    return caught.value
+
+
+def test_a_start_that_cannot_be_is_refused_with_what_to_do(f: Fleet) -> None:
+    f.release("sensor", "1.0.0")
+    f.release("spare", "1.0.0")
+    exc = refused(f, "lamp", "1.0.0", who="admin")
+    assert isinstance(exc, NotFound) and (exc.message, exc.hint) == \
+        ("image 'lamp' is not in the config", "images: kitchen, sensor, spare")
+    exc = refused(f, "kitchen", "9.9.9", who="admin")
+    assert isinstance(exc, NotFound) and "9.9.9" in exc.message
+    exc = refused(f, "kitchen", "1.0.0", groups=["attic"], who="admin")
+    assert isinstance(exc, NotFound) and (exc.message, exc.hint) == \
+        ("no group 'attic'", "groups: lights, manual, sensors")
+    exc = refused(f, "kitchen", "1.0.0", groups=["sensors"], who="admin")
+    assert (exc.message, exc.hint) == \
+        ("group sensors runs image sensor, not kitchen", "groups of kitchen: lights, manual")
+    exc = refused(f, "spare", "1.0.0", groups=["sensors"], who="admin")
+    assert exc.hint == "groups of spare: none"
+    exc = refused(f, "spare", "1.0.0", who="admin")
+    assert (exc.message, exc.hint) == ("no group runs image spare", "give a group `image: spare` in the config")
+    canary = ro.Policy(waves=(ro.WaveSpec(devices=("desk-0",)), ro.REST))
+    exc = refused(f, "kitchen", "1.0.0", groups=["lights"], policy=canary, who="admin")
+    assert exc.message == "canary desk-0 is not a device of lights"
+    assert f.service.rollouts.list() == []
+
+
+def test_only_one_live_rollout_covers_a_group(f: Fleet) -> None:
+    f.release("kitchen", "1.1.0")
+    f.service.tick()  # rollout 1 on lights
+    with pytest.raises(Conflict) as caught:
+        f.service.rollouts.start("kitchen", "1.1.0", groups=["manual", "lights"], who="admin")
+    assert caught.value.status == 409
+    assert (caught.value.message, caught.value.hint) == \
+        ("rollout 1 (kitchen 1.1.0) is still running on lights", "`tinyota rollout abort 1` first")
+    other = f.service.rollouts.start("kitchen", "1.1.0", groups=["manual"], who="admin")  # no overlap
+    assert other.id == "2"
+    f.service.rollouts.control("1", "abort", "admin")
+    assert f.service.rollouts.start("kitchen", "1.1.0", groups=["lights"], who="admin").id == "3"
+
+
+# -- the controls ----------------------------------------------------------------------------------
+
+def test_pause_resume_and_abort_by_hand(f: Fleet, caplog: pytest.LogCaptureFixture) -> None:
+    f.release("kitchen", "1.1.0")
+    f.service.tick()
+    (first,) = f.service.registry.recent_attempts("light-0", 1)
+    with caplog.at_level(logging.INFO, "tinyota.rollout"):
+        paused = f.service.rollouts.control("1", "pause", "alice")
+    assert paused.state == ro.PAUSED and paused.log[-1].who == "alice"
+    assert "rollout 1 paused by alice" in [r.getMessage() for r in caplog.records]
+    assert announced(f) == {}  # the canary had not started: withdrawn
+    assert f.service.registry.attempt(first.id).state == att.CANCELLED
+    assert retained(f, f"{f.pre}/server/rollout/1")["state"] == ro.PAUSED
+    resumed = f.service.rollouts.control("1", "resume", "bob")
+    assert resumed.state == ro.RUNNING and announced(f) == {"light-0": "1.1.0"}  # told again
+    aborted = f.service.rollouts.control("1", "abort", "carol")
+    assert aborted.state == ro.ABORTED and aborted.log[-1].who == "carol" and announced(f) == {}
+    with pytest.raises(Conflict) as caught:
+        f.service.rollouts.control("1", "resume", "dave")
+    assert caught.value.status == 409 and caught.value.message == \
+        "rollout 1 is aborted; only a paused or halted rollout can be resumed"
+    with pytest.raises(NotFound) as unknown:
+        f.service.rollouts.control("1", "stop", "dave")
+    assert (unknown.value.message, unknown.value.hint) == ("no rollout action 'stop'", "pause, resume or abort")
+    with pytest.raises(NotFound) as missing:
+        f.service.rollouts.control("7", "pause", "dave")
+    assert (missing.value.message, missing.value.hint) == ("no rollout '7'", "`tinyota rollout list` shows them")
+    f.service.registry.flush()
+    assert f.service.registry.rollout("1").state == ro.ABORTED
+
+
+# -- each step -------------------------------------------------------------------------------------
+
+def test_waves_follow_successes_and_a_failure_halts_with_a_warning(f: Fleet, caplog: pytest.LogCaptureFixture) -> None:
+    f.release("kitchen", "1.1.0")
+    f.service.tick()
+    f.say("light-0", state="idle", version="1.1.0")
+    f.service.tick()
+    assert announced(f) == {"light-1": "1.1.0"}  # half of four, the canary counted
+    assert f.service.rollouts.get("1").wave == 1
+    attempt = f.service.registry.open_attempt("light-1")
+    with caplog.at_level(logging.INFO, "tinyota.rollout"):
+        f.say("light-1", state="failed", version="1.0.0", id=attempt.id, error="flash write failed")
+        f.service.tick()
+    rollout = f.service.rollouts.get("1")
+    assert rollout.state == ro.HALTED and "light-1: flash write failed" in (rollout.reason or "")
+    (warning,) = [r for r in caplog.records if r.levelno == logging.WARNING and r.name == "tinyota.rollout"]
+    assert warning.getMessage() == f"rollout 1 (kitchen 1.1.0): halted, wave 2 of 3: {rollout.reason}"
+    assert announced(f) == {}  # light-2 and light-3 never told
+    assert retained(f, f"{f.pre}/server/rollout/image/kitchen")["reason"] == rollout.reason
+
+
+def test_a_timeout_with_a_retry_left_waits_for_the_retry_instead_of_halting(f: Fleet) -> None:
+    f.release("kitchen", "1.1.0")
+    f.service.tick()
+    first = f.service.registry.open_attempt("light-0")
+    f.clock.now += 61
+    f.service.tick()  # timed out; the group allows one retry, after 10 s
+    assert f.service.registry.attempt(first.id).state == att.TIMED_OUT
+    rollout = f.service.rollouts.get("1")
+    assert rollout.state == ro.RUNNING and rollout.members[0].state == ro.RETRY
+    f.clock.now += 11
+    f.service.tick()
+    retry = f.service.registry.open_attempt("light-0")
+    assert retry is not None and retry.id != first.id
+    assert f.service.rollouts.get("1").members[0].attempt == retry.id  # the rollout follows the retry
+    f.say("light-0", state="idle", version="1.1.0")
+    f.service.tick()
+    assert announced(f) == {"light-1": "1.1.0"}
+
+
+def test_a_release_deleted_under_a_rollout_halts_it_with_the_reason(f: Fleet) -> None:
+    f.release("kitchen", "1.1.0")
+    f.service.tick()
+    f.say("light-0", state="idle", version="1.1.0")
+    f.service.store.delete("kitchen", "1.1.0")
+    f.service.rollouts.tick()  # before the store's change is noticed: the wave's announce fails
+    rollout = f.service.rollouts.get("1")
+    assert rollout.state == ro.HALTED and (rollout.reason or "").startswith("cannot announce to light-1: ")
+    assert rollout.members[1].state == ro.WAITING and announced(f) == {}
+
+
+def test_a_reconnect_sends_every_rollout_and_the_sensor_again(f: Fleet) -> None:
+    f.release("kitchen", "1.1.0")
+    f.service.tick()
+    f.release("kitchen", "1.2.0")
+    f.service.tick()
+    f.bus.sent.clear()
+    f.service.attach(f.bus)
+    f.bus.connect(f.service)
+    for rollout_id in ("1", "2"):
+        assert retained(f, f"{f.pre}/server/rollout/{rollout_id}") == summary(f, rollout_id)
+    assert retained(f, f"{f.pre}/server/rollout/image/kitchen")["id"] == "2"
+    retained(f, f"{f.config.homeassistant.discovery_prefix}/sensor/tinyota_rollout_kitchen/config")
+
+
+def test_the_sensor_is_announced_for_a_rollout_policy_before_any_rollout(fleet: Any) -> None:
+    g: Fleet = fleet(text=CONFIG)
+    g.service.attach(g.bus)
+    g.bus.connect(g.service)
+    retained(g, f"{g.config.homeassistant.discovery_prefix}/sensor/tinyota_rollout_kitchen/config")
+    assert not [t for t, _p, _r in g.bus.sent if "tinyota_rollout_sensor" in t]  # no policy, no rollout
+
+
+def test_without_home_assistant_no_sensor(fleet: Any) -> None:
+    g: Fleet = fleet(text=CONFIG.replace("  enabled: true\n", "  enabled: false\n"))
+    g.release("kitchen", "1.1.0")
+    g.say("light-0", state="idle", version="1.0.0")
+    g.service.attach(g.bus)
+    g.bus.connect(g.service)
+    g.service.rollouts.start("kitchen", "1.1.0", groups=["lights"], who="admin")
+    assert retained(g, f"{g.pre}/server/rollout/1")["id"] == "1"
+    assert not [t for t, _p, _r in g.bus.sent if "tinyota_rollout" in t]
