@@ -122,6 +122,8 @@ def test_an_old_token_long_expired_is_forgotten(plugs: Fleet) -> None:
     plugs.clock.now += 2 * tk.TTL + 1
     told(plugs, "plug-2")  # minting sweeps the table
     assert served(plugs, "plug-1", token) == "refused: unknown download token"
+    assert plugs.service.cancel(["plug-1"]) == ["plug-1"]  # its attempt (an hour long) still ends plainly
+    assert plugs.service.registry.device("plug-1").held
 
 
 def test_a_reconnect_mid_update_asks_the_device_only_when_its_token_is_gone(plugs: Fleet, tmp_path: Any) -> None:
