@@ -8,6 +8,7 @@ step makes, and what is published for automations and Home Assistant (docs/rollo
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 from typing import Any
@@ -21,7 +22,8 @@ from tinyota_mqtt.core import rollout as ro
 from tinyota_mqtt.errors import NotFound, TinyOTAError
 from tinyota_mqtt.fleet.rollouts import Conflict
 
-CONFIG = BASE_CONFIG.split("images:")[0] + """\
+# A topic prefix of its own ("lab"), so that every topic checked is built from the config's.
+CONFIG = BASE_CONFIG.split("images:")[0].replace("prefix: {prefix}\n", "prefix: lab\n") + """\
 images:
   kitchen: {{platform: esp8266}}
   sensor: {{platform: esp32}}
@@ -103,6 +105,8 @@ def test_a_release_starts_the_groups_rollout_with_its_canary(f: Fleet, caplog: p
     assert retained(f, f"{f.pre}/server/rollout/1") == summary(f)
     assert retained(f, f"{f.pre}/server/rollout/image/kitchen") == summary(f)
     assert [e["rollout"]["state"] for e in events if e["type"] == "rollout"][-1] == ro.RUNNING
+    bodies = [p for t, p, _r in f.bus.sent if t == f"{f.pre}/server/rollout/1"]
+    assert all(a != b for a, b in itertools.pairwise(bodies)), bodies  # sent when it changed
 
 
 def test_home_assistant_gets_a_sensor_for_the_image(f: Fleet) -> None:
@@ -335,3 +339,14 @@ def test_without_home_assistant_no_sensor(fleet: Any) -> None:
     g.service.rollouts.start("kitchen", "1.1.0", groups=["lights"], who="admin")
     assert retained(g, f"{g.pre}/server/rollout/1")["id"] == "1"
     assert not [t for t, _p, _r in g.bus.sent if "tinyota_rollout" in t]
+
+
+def test_a_rollout_outside_its_window_says_when_it_opens(fleet: Any) -> None:
+    g: Fleet = fleet(text=CONFIG)
+    g.release("kitchen", "1.1.0")
+    window = ro.parse_window("daily 00:00+1h UTC")
+    rollout = g.service.rollouts.start("kitchen", "1.1.0", groups=["lights"], policy=ro.Policy(window=window),
+                                       who="admin")
+    assert rollout.state == ro.SCHEDULED and announced(g) == {}
+    shown = retained(g, f"{g.pre}/server/rollout/1")
+    assert shown["window_open"] is False and shown["next_window"] == window.next_open(g.clock.now)
