@@ -206,9 +206,9 @@ def test_a_start_that_cannot_be_is_refused_with_what_to_do(f: Fleet) -> None:
     assert exc.hint == "groups of spare: none"
     exc = refused(f, "spare", "1.0.0", who="admin")
     assert (exc.message, exc.hint) == ("no group runs image spare", "give a group `image: spare` in the config")
-    canary = ro.Policy(waves=(ro.WaveSpec(devices=("desk-0",)), ro.REST))
-    exc = refused(f, "kitchen", "1.0.0", groups=["lights"], policy=canary, who="admin")
-    assert exc.message == "canary desk-0 is not a device of lights"
+    canary = ro.Policy(waves=(ro.WaveSpec(devices=("sensor-1", "light-9")), ro.REST))
+    exc = refused(f, "kitchen", "1.0.0", groups=["lights", "manual"], policy=canary, who="admin")
+    assert exc.message == "canary sensor-1, light-9 is not a device of lights, manual"
     assert f.service.rollouts.list() == []
 
 
@@ -223,7 +223,11 @@ def test_only_one_live_rollout_covers_a_group(f: Fleet) -> None:
     other = f.service.rollouts.start("kitchen", "1.1.0", groups=["manual"], who="admin")  # no overlap
     assert other.id == "2"
     f.service.rollouts.control("1", "abort", "admin")
-    assert f.service.rollouts.start("kitchen", "1.1.0", groups=["lights"], who="admin").id == "3"
+    f.service.rollouts.control("2", "abort", "admin")
+    assert f.service.rollouts.start("kitchen", "1.1.0", who="admin").id == "3"  # lights and manual
+    with pytest.raises(Conflict) as both:
+        f.service.rollouts.start("kitchen", "1.1.0", groups=["manual", "lights"], who="admin")
+    assert both.value.message == "rollout 3 (kitchen 1.1.0) is still running on lights, manual"
 
 
 # -- the controls ----------------------------------------------------------------------------------
