@@ -28,6 +28,7 @@ images:
   kitchen: {{platform: esp8266}}
   sensor: {{platform: esp32}}
   spare: {{platform: esp32}}
+  meter: {{platform: esp32}}
 groups:
   lights:
     image: kitchen
@@ -39,6 +40,7 @@ groups:
     rollout: {{waves: [[light-0], 50%, rest], halt_at: 50%}}
   manual: {{image: kitchen, attempt_timeout: 60s, confirm: {confirm}}}
   sensors: {{image: sensor, confirm: {confirm}}}
+  meters: {{image: meter, auto_update: true, confirm: {confirm}, rollout: {{waves: [rest]}}}}
 devices:
   light-0: {{group: lights, password: pw}}
   light-1: {{group: lights, password: pw}}
@@ -46,6 +48,7 @@ devices:
   light-3: {{group: lights, password: pw}}
   desk-0: {{group: manual, password: pw}}
   sensor-1: {{group: sensors, password: pw}}
+  meter-1: {{group: meters, password: pw}}
 """
 LIGHTS = ["light-0", "light-1", "light-2", "light-3"]
 
@@ -54,7 +57,7 @@ LIGHTS = ["light-0", "light-1", "light-2", "light-3"]
 def f(fleet: Any) -> Fleet:
     made: Fleet = fleet(text=CONFIG)
     made.release("kitchen", "1.0.0")
-    for device in [*LIGHTS, "desk-0"]:
+    for device in [*LIGHTS, "desk-0", "meter-1"]:
         made.say(device, state="idle", version="1.0.0")
     made.service.tick()  # the start-up look at the store: everything runs 1.0.0 already
     assert made.service.rollouts.list() == []
@@ -154,6 +157,29 @@ def test_a_newer_release_supersedes_the_rollout_still_going_and_none_starts_twic
     assert len(f.service.rollouts.list()) == 2
 
 
+def test_each_groups_policy_follows_its_own_image(f: Fleet) -> None:
+    # kitchen's group is up to date, manual and sensors have no policy: meters still gets its own.
+    f.release("meter", "1.1.0")
+    f.service.tick()
+    (meters,) = f.service.rollouts.list()
+    assert (meters.image, meters.version, meters.groups) == ("meter", "1.1.0", ("meters",))
+    assert meters.policy == f.config.groups["meters"].rollout
+    f.release("kitchen", "1.1.0")
+    f.service.tick()
+    f.release("meter", "1.2.0")  # kitchen 1.1.0 rolled out already; meter 1.2.0 is new
+    f.service.tick()
+    assert [(r.image, r.version) for r in f.service.rollouts.list()] == \
+        [("meter", "1.1.0"), ("kitchen", "1.1.0"), ("meter", "1.2.0")]
+
+
+def test_a_group_whose_image_has_no_release_leaves_the_next_group_its_rollout(fleet: Any) -> None:
+    g: Fleet = fleet(text=CONFIG)  # no kitchen release at all
+    g.say("meter-1", state="idle", version="1.0.0")
+    g.release("meter", "1.1.0")
+    g.service.tick()
+    assert [(r.image, r.version) for r in g.service.rollouts.list()] == [("meter", "1.1.0")]
+
+
 # -- starting one by hand --------------------------------------------------------------------------
 
 def test_a_rollout_by_hand_takes_the_groups_policy_or_one_wave(f: Fleet) -> None:
@@ -193,12 +219,12 @@ def test_a_start_that_cannot_be_is_refused_with_what_to_do(f: Fleet) -> None:
     f.release("spare", "1.0.0")
     exc = refused(f, "lamp", "1.0.0", who="admin")
     assert isinstance(exc, NotFound) and (exc.message, exc.hint) == \
-        ("image 'lamp' is not in the config", "images: kitchen, sensor, spare")
+        ("image 'lamp' is not in the config", "images: kitchen, sensor, spare, meter")
     exc = refused(f, "kitchen", "9.9.9", who="admin")
     assert isinstance(exc, NotFound) and "9.9.9" in exc.message
     exc = refused(f, "kitchen", "1.0.0", groups=["attic"], who="admin")
     assert isinstance(exc, NotFound) and (exc.message, exc.hint) == \
-        ("no group 'attic'", "groups: lights, manual, sensors")
+        ("no group 'attic'", "groups: lights, manual, sensors, meters")
     exc = refused(f, "kitchen", "1.0.0", groups=["sensors"], who="admin")
     assert (exc.message, exc.hint) == \
         ("group sensors runs image sensor, not kitchen", "groups of kitchen: lights, manual")
@@ -236,17 +262,23 @@ def test_pause_resume_and_abort_by_hand(f: Fleet, caplog: pytest.LogCaptureFixtu
     f.release("kitchen", "1.1.0")
     f.service.tick()
     (first,) = f.service.registry.recent_attempts("light-0", 1)
+    f.clock.now += 5
     with caplog.at_level(logging.INFO, "tinyota.rollout"):
         paused = f.service.rollouts.control("1", "pause", "alice")
     assert paused.state == ro.PAUSED and paused.log[-1].who == "alice"
+    assert paused.updated == paused.log[-1].at == f.clock.now
     assert "rollout 1 paused by alice" in [r.getMessage() for r in caplog.records]
     assert announced(f) == {}  # the canary had not started: withdrawn
     assert f.service.registry.attempt(first.id).state == att.CANCELLED
     assert retained(f, f"{f.pre}/server/rollout/1")["state"] == ro.PAUSED
+    f.clock.now += 5
     resumed = f.service.rollouts.control("1", "resume", "bob")
     assert resumed.state == ro.RUNNING and announced(f) == {"light-0": "1.1.0"}  # told again
+    assert resumed.updated == f.clock.now and resumed.log[-1].who == "bob"
+    f.clock.now += 5
     aborted = f.service.rollouts.control("1", "abort", "carol")
     assert aborted.state == ro.ABORTED and aborted.log[-1].who == "carol" and announced(f) == {}
+    assert aborted.updated == f.clock.now
     with pytest.raises(Conflict) as caught:
         f.service.rollouts.control("1", "resume", "dave")
     assert caught.value.status == 409 and caught.value.message == \

@@ -100,7 +100,7 @@ class Rollouts:
         self.registry.flush()
         return self.get(rollout.id)
 
-    def on_releases(self, *, startup: bool = False) -> None:
+    def on_releases(self, *, startup: bool) -> None:
         """A release appeared (or the server started): groups with a rollout policy follow it.
 
         At start-up a release may have been added while the server was down, so it is rolled out
@@ -124,7 +124,8 @@ class Rollouts:
             for old in mine:
                 if old.active:  # a newer build supersedes the one still going out
                     self._put(ro.abort(old, "config", self.clock(), f"superseded by {latest.version}"))
-            self.start(group.image, latest.version, groups=[group.name], policy=group.rollout, who="config")
+            # start() takes the group's own policy: it is the only group of this rollout.
+            self.start(group.image, latest.version, groups=[group.name], who="config")
 
     # -- controls --------------------------------------------------------------------------------
 
