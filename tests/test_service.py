@@ -38,7 +38,8 @@ def test_the_dashboard_is_told_each_change_of_health(fleet: Any, caplog: pytest.
     health = events_of(f, "health")
     f.service.attach(f.bus)
     f.bus.connect(f.service)
-    assert [(e["status"], e["mqtt"]) for e in health] == [("ok", "connected")]
+    assert health == [{"type": "health", "status": "ok", "mqtt": "connected", "devices": 4, "releases": 0,
+                       "signing_public_key": None}]
     f.bus.drop(f.service)
     assert [(e["status"], e["mqtt"]) for e in health][1:] == [("ok", "disconnected")]
     f.release("sensor", "2.0.0")
