@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import getpass
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -33,6 +35,21 @@ from tinyota_mqtt.runner import Overrides, Server
 
 ROOT = Path(__file__).resolve().parent.parent
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+
+
+@contextlib.contextmanager
+def full_disk(limit: int = 4096) -> Iterator[None]:
+    """Every file this process writes stops growing past ``limit`` bytes, as on a full disk.
+
+    The kernel's RLIMIT_FSIZE makes the writes fail with EFBIG (SIGXFSZ ignored), for real."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    before = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, before)
 
 
 def free_port() -> int:

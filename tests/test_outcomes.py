@@ -7,22 +7,18 @@ state after a restart, forged retained messages) is in tests/test_trust.py again
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
 import os
-import resource
-import signal
 import sqlite3
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import release, write_config
+from tests.conftest import full_disk, release, write_config
 from tinyota_mqtt.config import load_config
 from tinyota_mqtt.core import attempts as att
 from tinyota_mqtt.core import protocol
@@ -168,21 +164,6 @@ def test_a_release_to_a_group_is_one_log_line_and_a_few_devices_a_line_each(flee
     with caplog.at_level(logging.INFO, "tinyota.service"):
         [again] = f.service.install(["sensor-1"])
     assert announced() == [f"announced sensor 2.0.0 to sensor-1 (attempt {again.id}; superseding {started.id}, 2.0.0)"]
-
-
-@contextlib.contextmanager
-def full_disk() -> Iterator[None]:
-    """Every file this process writes stops growing past 4 KiB: what a full disk does to SQLite.
-
-    The kernel's RLIMIT_FSIZE makes the writes fail with EFBIG (SIGXFSZ ignored), for real."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-    before = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (4096, hard))
-    try:
-        yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
-        signal.signal(signal.SIGXFSZ, before)
 
 
 def test_state_file_write_failure_announces_nothing_and_says_so_once(fleet: Any, caplog: Any) -> None:
