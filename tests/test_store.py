@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import gzip
 import hashlib
+import json
+import locale
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.conftest import tinyota, wait_until, write_config
+from tests.conftest import full_disk, tinyota, wait_until, write_config
+from tinyota_mqtt import store as store_module
 from tinyota_mqtt.core.image import make_test_image
 from tinyota_mqtt.errors import NotFound, ReleaseExists, StorageFull, StoreError, TinyOTAError
 from tinyota_mqtt.store import Expectation, FirmwareStore, storage_error
@@ -299,3 +308,348 @@ def test_replacing_under_another_spelling_leaves_one_release(store: FirmwareStor
     assert sorted(p.name for p in (store.root / "kitchen").iterdir()) == \
         sorted(["1.0.0+b.json", second.file])  # type: ignore[attr-defined]
     assert first.file != second.file  # type: ignore[attr-defined]
+
+
+# -- refusals a user reads: each names what went wrong and the next step -------------------------
+
+def refusal(store: FirmwareStore, data: bytes, version: str = "1.0.0", **kw: object) -> StoreError:
+    """What ``begin(**kw)`` / ``write(data)`` / ``commit()`` refuse with, and that nothing was kept."""
+    before = store.releases("kitchen")
+    with pytest.raises(StoreError) as refused:
+        with store.begin("kitchen", version, **kw) as up:  # type: ignore[arg-type]
+            up.write(data)
+            up.commit()
+    assert store.releases("kitchen") == before
+    assert list((store.root / ".incoming").iterdir()) == []
+    return refused.value
+
+
+def names_flag(hint: str | None, flag: str) -> bool:
+    """The hint spells the option as the CLI takes it (a flag in capitals or run on is no flag)."""
+    return re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", hint or "") is not None
+
+
+def test_each_declared_mismatch_says_which_and_why(store: FirmwareStore) -> None:
+    data = make_test_image("1.0.0")
+    short = refusal(store, data, expect=Expectation(size=len(data) + 5))
+    assert str(len(data)) in short.message and str(len(data) + 5) in short.message
+    assert "cut short" in (short.hint or "")
+    md5 = refusal(store, data, expect=Expectation(md5="0" * 32))
+    assert "md5" in md5.message and "sha256" not in md5.message and "corrupted" in (md5.hint or "")
+    sha = refusal(store, data, expect=Expectation(sha256="0" * 64))
+    assert "sha256" in sha.message and "md5" not in sha.message and "corrupted" in (sha.hint or "")
+    empty = refusal(store, b"")
+    assert "empty" in empty.message and "build output" in (empty.hint or "")
+
+
+def test_declared_checksums_may_be_written_in_capitals(store: FirmwareStore) -> None:
+    """Tools print hex digests either way (certutil on Windows prints capitals)."""
+    data = make_test_image("1.0.0")
+    expect = Expectation(md5=hashlib.md5(data).hexdigest().upper(), sha256=hashlib.sha256(data).hexdigest().upper())
+    with store.begin("kitchen", "1.0.0", expect=expect) as up:
+        up.write(data)
+        assert up.commit().md5 == hashlib.md5(data).hexdigest()
+
+
+def test_the_size_limit_admits_exactly_its_size(tmp_path: Path) -> None:
+    store = FirmwareStore(tmp_path / "store", max_size=5000)
+    assert put(store, "1.0.0", data=make_test_image("1.0.0", 5000)).size == 5000  # type: ignore[attr-defined]
+    big = refusal(store, make_test_image("1.1.0", 5001), "1.1.0")
+    assert "5000" in big.message
+    assert "server.limits.max_upload_bytes" in (big.hint or "")  # the config key, spelled as the config takes it
+    assert [r.version for r in store.releases("kitchen")] == ["1.0.0"]
+
+
+def test_a_bad_image_gets_the_parsers_hint_and_the_way_past_it(store: FirmwareStore) -> None:
+    elf = refusal(store, b"\x7fELF" + b"\x00" * 100)
+    assert "not an ESP firmware image" in elf.message
+    assert "not the .elf" in (elf.hint or "") and names_flag(elf.hint, "--force")
+    cut = refusal(store, make_test_image("1.0.0", 8192)[:4000])  # the parser has no hint for this
+    assert "truncated" in cut.message
+    assert "rebuild or copy" in (cut.hint or "") and names_flag(cut.hint, "--force")
+
+
+def test_an_image_for_another_chip_names_the_image_the_chip_and_the_ways_out(store: FirmwareStore) -> None:
+    wrong = refusal(store, make_test_image("1.0.0", platform="esp32"), platform="esp8266")
+    assert "'kitchen'" in wrong.message and "ESP32" in wrong.message and "ESP8266" in wrong.message
+    assert "brick" in (wrong.hint or "") and "ESP32" in (wrong.hint or "") and names_flag(wrong.hint, "--force")
+
+
+def test_an_image_of_another_version_names_both_and_the_fix(store: FirmwareStore) -> None:
+    other = refusal(store, make_test_image("2.0.0"))
+    assert "2.0.0" in other.message and "1.0.0" in other.message
+    assert names_flag(other.hint, "--version") and names_flag(other.hint, "--force")
+
+
+def test_the_version_inside_the_image_is_found_across_chunk_edges(store: FirmwareStore) -> None:
+    """An upload arrives in whatever pieces the network makes; the marker may be cut anywhere."""
+    data = make_test_image("2.0.0")
+    with pytest.raises(StoreError, match=r"says it is version 2\.0\.0"):
+        with store.begin("kitchen", "1.0.0") as up:
+            for at in range(0, len(data), 7):
+                up.write(data[at:at + 7])
+            up.commit()
+    with store.begin("kitchen", "2.0.0") as up:
+        for at in range(0, len(data), 7):
+            up.write(data[at:at + 7])
+        assert up.commit().sha256 == hashlib.sha256(data).hexdigest()
+
+
+def test_a_bad_image_name_and_a_taken_version_say_what_to_do(store: FirmwareStore) -> None:
+    with pytest.raises(StoreError) as bad:
+        store.begin("../etc", "1.0.0")
+    assert "'../etc'" in bad.value.message and "letters, digits" in (bad.value.hint or "")
+    put(store, "1.0.0+build.1")
+    with pytest.raises(ReleaseExists) as taken:
+        store.begin("kitchen", "1.0.0+build.2")  # begin()'s default: no replacing
+    assert "kitchen 1.0.0+build.1" in taken.value.message  # the spelling that exists
+    assert names_flag(taken.value.hint, "--replace")
+
+
+def test_begin_defaults_to_no_notes_and_no_force(store: FirmwareStore) -> None:
+    with store.begin("kitchen", "1.0.0") as up:
+        up.write(make_test_image("1.0.0"))
+        assert up.commit().notes == ""
+    with pytest.raises(StoreError, match="not an ESP firmware image"):
+        with store.begin("kitchen", "1.1.0") as up:
+            up.write(b"plain text")
+            up.commit()
+
+
+def test_a_release_committed_meanwhile_is_not_overwritten(store: FirmwareStore) -> None:
+    first, second = store.begin("kitchen", "1.0.0"), store.begin("kitchen", "1.0.0")
+    first.write(make_test_image("1.0.0"))
+    kept = first.commit()
+    second.write(make_test_image("1.0.0", 9000))
+    with pytest.raises(ReleaseExists) as late:
+        second.commit()
+    assert "kitchen 1.0.0" in late.value.message and names_flag(late.value.hint, "--replace")
+    assert store.releases("kitchen") == [kept] and store.path_of(kept).read_bytes() == make_test_image("1.0.0")
+    assert list((store.root / ".incoming").iterdir()) == []
+
+
+def test_a_finished_upload_takes_no_more(store: FirmwareStore) -> None:
+    up = store.begin("kitchen", "1.0.0")
+    up.write(make_test_image("1.0.0"))
+    rel = up.commit()
+    for late in (lambda: up.write(b"more"), up.commit):
+        with pytest.raises(StoreError) as finished:
+            late()
+        assert "already finished" in finished.value.message
+    assert store.path_of(rel).read_bytes() == make_test_image("1.0.0")
+    aborted = store.begin("kitchen", "1.1.0")
+    aborted.abort()
+    with pytest.raises(StoreError, match="already finished"):
+        aborted.write(make_test_image("1.1.0"))
+    assert [r.version for r in store.releases("kitchen")] == ["1.0.0"]
+
+
+def test_a_release_is_stamped_with_its_time_in_utc(store: FirmwareStore) -> None:
+    before = datetime.now(UTC).replace(microsecond=0)
+    created = datetime.fromisoformat(put(store, "1.0.0").created)  # type: ignore[attr-defined]
+    assert created.utcoffset() == timedelta(0)
+    assert before <= created <= datetime.now(UTC)
+
+
+# -- a disk that fails: a plain error, nothing half-written visible ------------------------------
+
+def nothing_left(store: FirmwareStore, *keep: str) -> None:
+    """No release but ``keep``, in this process or a new one, and no file but theirs."""
+    assert [r.version for r in FirmwareStore(store.root).releases("kitchen")] == list(keep)
+    assert [r.version for r in store.releases("kitchen")] == list(keep)
+    assert list((store.root / ".incoming").iterdir()) == []
+    folder = store.root / "kitchen"
+    files = sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+    owned = [name for r in store.releases("kitchen") for name in (f"{r.version}.json", r.file)]
+    assert files == sorted(owned)
+
+
+def fail_fsync(monkeypatch: pytest.MonkeyPatch, suffix: str, code: int) -> None:
+    """fsync() of a file whose name ends in ``suffix`` fails with ``code``, as a failing disk's does."""
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        if os.readlink(f"/proc/self/fd/{fd}").endswith(suffix):
+            raise OSError(code, os.strerror(code))
+        real(fd)
+    monkeypatch.setattr(os, "fsync", fsync)
+
+
+def test_a_write_that_fails_mid_upload_keeps_nothing_and_says_so(store: FirmwareStore) -> None:
+    up = store.begin("kitchen", "1.0.0")
+    with full_disk(50_000), pytest.raises(StorageFull) as full:
+        up.write(make_test_image("1.0.0", 200_000))  # one chunk, past the limit: the kernel refuses it
+    assert str(store.root) in full.value.message and "File too large" in full.value.message
+    assert "not kept" in full.value.message
+    with pytest.raises(StoreError, match="already finished"):
+        up.commit()
+    nothing_left(store)
+
+
+def test_an_image_fsync_that_fails_keeps_nothing_and_says_so(store: FirmwareStore,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    fail_fsync(monkeypatch, ".part", errno.EIO)
+    with pytest.raises(StoreError) as failed:
+        put(store, "1.0.0")
+    assert not isinstance(failed.value, StorageFull)
+    assert str(store.root) in failed.value.message and os.strerror(errno.EIO) in failed.value.message
+    assert "traceback" not in str(failed.value).lower()
+    nothing_left(store)
+
+
+def test_metadata_that_cannot_be_created_takes_its_image_file_back(store: FirmwareStore,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """No inode left for the metadata file: the error says the disk is full, not that some
+    file is missing, and the image file already renamed into the folder goes too."""
+    real = open
+
+    def no_inodes(file: Any, *args: Any, **kwargs: Any) -> Any:
+        if str(file).endswith(".json.tmp"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(file))
+        return real(file, *args, **kwargs)
+    monkeypatch.setattr(store_module, "open", no_inodes, raising=False)
+    with pytest.raises(StorageFull) as full:
+        put(store, "1.0.0")
+    assert str(store.root) in full.value.message and "No space left" in full.value.message
+    nothing_left(store)
+
+
+@pytest.mark.parametrize("same_bytes", [True, False])
+def test_a_replace_whose_metadata_fsync_fails_keeps_the_old_release(store: FirmwareStore, same_bytes: bool,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    old = put(store, "1.0.0", data=make_test_image("1.0.0", 9000))
+    fail_fsync(monkeypatch, ".json.tmp", errno.EIO)
+    with pytest.raises(StoreError, match="cannot write to the firmware store"):
+        put(store, "1.0.0", data=make_test_image("1.0.0", 9000 if same_bytes else 8000), replace=True)
+    nothing_left(store, "1.0.0")
+    assert store.get("kitchen", "1.0.0") == old
+    assert store.path_of(old).read_bytes() == make_test_image("1.0.0", 9000)  # type: ignore[arg-type]
+
+
+# -- the cache, the listing and another process at work beside us --------------------------------
+
+def test_the_folder_is_read_once_per_change(store: FirmwareStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every announcement and download asks the store; it reads a folder again only when the
+    folder changed (bench fan-out: a release to a thousand devices asks thousands of times)."""
+    put(store, "1.0.0")
+    reads: list[Path] = []
+    real = store._read_folder
+    monkeypatch.setattr(store, "_read_folder", lambda folder: reads.append(folder) or real(folder))
+    for _ in range(3):
+        assert [r.version for r in store.releases("kitchen")] == ["1.0.0"]
+        assert store.get("kitchen", "1.0.0").version == "1.0.0"
+    assert reads == [store.root / "kitchen"]
+
+
+def test_metadata_in_utf8_reads_back_under_any_locale(store: FirmwareStore) -> None:
+    """JSON is UTF-8 (RFC 8259); the server may run under LANG=C, where Python's default is ASCII."""
+    put(store, "1.0.0", notes="Küche: Zeitplan ✓")
+    hand = put(store, "1.1.0")
+    meta = store.root / "kitchen" / "1.1.0.json"
+    body = json.loads(meta.read_text("utf-8"))
+    meta.write_bytes(json.dumps({**body, "notes": "Büro ✓"}, ensure_ascii=False).encode("utf-8"))
+    before = locale.setlocale(locale.LC_CTYPE)
+    locale.setlocale(locale.LC_CTYPE, "C")
+    try:
+        assert locale.getencoding() != "utf-8"  # the locale this test is about
+        notes = {r.version: r.notes for r in FirmwareStore(store.root).releases("kitchen")}
+    finally:
+        locale.setlocale(locale.LC_CTYPE, before)
+    assert notes == {"1.0.0": "Küche: Zeitplan ✓", "1.1.0": "Büro ✓"}
+    assert hand.file == store.get("kitchen", "1.1.0").file  # type: ignore[attr-defined]
+
+
+def test_unreadable_metadata_hides_only_itself(store: FirmwareStore) -> None:
+    folder = store.root / "kitchen"
+    for n in range(5):
+        put(store, f"1.{n}.0")
+        (folder / f"0.{n}.0.json").write_text("{not json")  # interleaved, whatever the listing order
+    assert [r.version for r in FirmwareStore(store.root).releases("kitchen")] == [f"1.{n}.0" for n in range(5)]
+
+
+def test_the_listing_and_fingerprint_hold_images_only(store: FirmwareStore) -> None:
+    put(store, "1.0.0")
+    (store.root / "README").write_text("a file, not an image")
+    before = store.fingerprint()
+    live = store.begin("kitchen", "2.0.0")  # .incoming appears: no image, and no release changed
+    live.write(make_test_image("2.0.0")[:100])
+    assert store.images() == ["kitchen"]
+    assert store.fingerprint() == before and [image for image, _ in before] == ["kitchen"]
+    live.abort()
+
+
+def test_an_image_folder_removed_by_hand_meanwhile_drops_out_of_the_fingerprint(
+        store: FirmwareStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    put(store, "1.0.0")
+    put(store, "1.0.0", image="sensor")
+    listed = store.images()
+    shutil.rmtree(store.root / "sensor")  # between the listing and its stat
+    monkeypatch.setattr(store, "images", lambda: listed)
+    assert [image for image, _ in store.fingerprint()] == ["kitchen"]
+
+
+def test_a_release_another_process_deleted_meanwhile_is_replaced_cleanly(store: FirmwareStore) -> None:
+    """Inside a steady() pass the store answers from what it read: another process's delete
+    is not seen, and replacing the release it deleted must not trip over the missing files."""
+    put(store, "1.0.0+a", data=make_test_image("1.0.0+a", 9000), force=True)
+    with store.steady():
+        assert [r.version for r in store.releases("kitchen")] == ["1.0.0+a"]
+        FirmwareStore(store.root).delete("kitchen", "1.0.0+a")
+        new = put(store, "1.0.0+b", data=make_test_image("1.0.0+b", 8000), force=True, replace=True)
+    assert FirmwareStore(store.root).releases("kitchen") == [new]
+    nothing_left(store, "1.0.0+b")
+
+
+def test_a_delete_whose_image_file_is_already_gone_still_deletes(store: FirmwareStore) -> None:
+    rel = put(store, "1.0.0")
+    with store.steady():
+        assert store.get("kitchen", "1.0.0") == rel
+        store.path_of(rel).unlink()  # removed by hand meanwhile  # type: ignore[arg-type]
+        assert store.delete("kitchen", "1.0.0") == rel
+    assert store.releases("kitchen") == [] and list((store.root / "kitchen").iterdir()) == []
+
+
+def test_a_sweep_beside_another_sweeper_lists_only_what_it_removed(store: FirmwareStore,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two processes start at once (`tinyota serve` and a `tinyota release`): both sweep.
+    Whatever the other removes first, this one neither fails nor claims it."""
+    put(store, "1.0.0")
+    folder = store.root / "kitchen"
+    (store.root / ".incoming" / "dead.part").write_bytes(b"x")
+    (folder / "2.0.0.deadbeef.bin").write_bytes(b"x")
+    (folder / ".1.1.0.0123abcd.json.tmp").write_text("{")
+    real = os.unlink
+
+    def other_sweeper_first(path: Any, *args: Any, **kwargs: Any) -> None:
+        real(path, *args, **kwargs)  # the other sweeper got there first
+        real(path, *args, **kwargs)
+    monkeypatch.setattr(os, "unlink", other_sweeper_first)
+    assert store.sweep(now=time.time() + 7200) == []
+    monkeypatch.undo()
+    nothing_left(store, "1.0.0")
+
+
+def test_a_stream_past_the_limit_is_refused_as_it_arrives(tmp_path: Path) -> None:
+    """`tinyota release` reads its file a piece at a time (it may be a pipe, or larger than
+    memory): the limit stops the reading, not the end of the file."""
+    store = FirmwareStore(tmp_path / "store", max_size=100_000)
+    fifo = tmp_path / "fw.fifo"
+    os.mkfifo(fifo)
+    refused, wrote_all = threading.Event(), threading.Event()
+
+    def writer() -> None:
+        with contextlib.suppress(BrokenPipeError), open(fifo, "wb") as out:
+            for _ in range(160):  # 10 MiB, far past the limit
+                out.write(b"\xe9" * 65536)
+            wrote_all.set()
+            refused.wait(30)  # a reader that waits for the end gets it only after this bound
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        with pytest.raises(StoreError, match="larger than the 100000 byte limit"):
+            store.add_file(fifo, "kitchen", "1.0.0")
+        assert not wrote_all.is_set(), "the store read the whole stream before refusing it"
+    finally:
+        refused.set()
+        thread.join(60)
+    assert store.releases("kitchen") == [] and list((store.root / ".incoming").iterdir()) == []
