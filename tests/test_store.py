@@ -497,6 +497,21 @@ def test_an_image_fsync_that_fails_keeps_nothing_and_says_so(store: FirmwareStor
     nothing_left(store)
 
 
+def test_an_upload_that_cannot_be_read_back_keeps_nothing_and_says_so(store: FirmwareStore,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    # The image is checked in place after it was written; a read error there is the disk's.
+    def unreadable(*args: Any, **kwargs: Any) -> Any:
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr("tinyota_mqtt.store.mmap.mmap", unreadable)
+    for force in (False, True):
+        with pytest.raises(StoreError) as failed:
+            put(store, "1.0.0", force=force)
+        assert failed.value.message == (f"cannot read the upload back from the firmware store {store.root}: "
+                                        f"{os.strerror(errno.EIO)}; the release was not kept")
+        nothing_left(store)
+
+
 def test_metadata_that_cannot_be_created_takes_its_image_file_back(store: FirmwareStore,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """No inode left for the metadata file: the error says the disk is full, not that some

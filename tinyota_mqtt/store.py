@@ -148,6 +148,9 @@ class Upload:
         try:
             with open(self._part, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as view:
                 info = esp_image.describe(view)
+        except OSError as exc:  # the disk failed us on the way back: not the image's fault, and no traceback
+            return StoreError(f"cannot read the upload back from the firmware store {self._store.root}: "
+                              f"{exc.strerror}; the release was not kept", "check the disk"), None
         except esp_image.BadImage as exc:
             if self._force:
                 return None, None
