@@ -275,14 +275,15 @@ def write_config(directory: Path, *, mqtt: str = "mqtt://127.0.0.1:9", prefix: s
     return path
 
 
-def release(config: Config, image: str, version: str, size: int = 64 * 1024, notes: str = "") -> Any:
+def release(config: Config, image: str, version: str, size: int = 64 * 1024, notes: str = "",
+            replace: bool = False) -> Any:
     from tinyota_mqtt.store import FirmwareStore
 
     store = FirmwareStore(config.server.store)
     path = config.server.store.parent / f"{image}-{version}.bin"
     platform = config.images[image].platform
     path.write_bytes(make_test_image(version, size, fill=os.urandom(64), platform=platform))
-    return store.add_file(path, image, version, notes, platform=platform)
+    return store.add_file(path, image, version, notes, platform=platform, replace=replace)
 
 
 # -- a real server, in this process, on its own loop thread ---------------------------------------

@@ -15,12 +15,13 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import BASE_CONFIG
+from tests.conftest import BASE_CONFIG, load_config
 from tests.test_outcomes import Fleet
 from tinyota_mqtt.core import attempts as att
 from tinyota_mqtt.core import rollout as ro
 from tinyota_mqtt.errors import NotFound, TinyOTAError
 from tinyota_mqtt.fleet.rollouts import Conflict
+from tinyota_mqtt.service import Service
 
 # A topic prefix of its own ("lab"), so that every topic checked is built from the config's.
 CONFIG = BASE_CONFIG.split("images:")[0].replace("prefix: {prefix}\n", "prefix: lab\n") + """\
@@ -274,11 +275,11 @@ def test_pause_resume_and_abort_by_hand(f: Fleet, caplog: pytest.LogCaptureFixtu
     f.clock.now += 5
     resumed = f.service.rollouts.control("1", "resume", "bob")
     assert resumed.state == ro.RUNNING and announced(f) == {"light-0": "1.1.0"}  # told again
-    assert resumed.updated == f.clock.now and resumed.log[-1].who == "bob"
+    assert resumed.updated == resumed.log[-1].at == f.clock.now and resumed.log[-1].who == "bob"
     f.clock.now += 5
     aborted = f.service.rollouts.control("1", "abort", "carol")
     assert aborted.state == ro.ABORTED and aborted.log[-1].who == "carol" and announced(f) == {}
-    assert aborted.updated == f.clock.now
+    assert aborted.updated == aborted.log[-1].at == f.clock.now
     with pytest.raises(Conflict) as caught:
         f.service.rollouts.control("1", "resume", "dave")
     assert caught.value.status == 409 and caught.value.message == \
@@ -299,7 +300,10 @@ def test_waves_follow_successes_and_a_failure_halts_with_a_warning(f: Fleet, cap
     f.release("kitchen", "1.1.0")
     f.service.tick()
     f.say("light-0", state="idle", version="1.1.0")
-    f.service.tick()
+    with caplog.at_level(logging.INFO, "tinyota.rollout"):
+        f.service.tick()
+    assert [r.getMessage() for r in caplog.records] == ["rollout 1 (kitchen 1.1.0): running, wave 2 of 3"]
+    caplog.clear()
     assert announced(f) == {"light-1": "1.1.0"}  # half of four, the canary counted
     assert f.service.rollouts.get("1").wave == 1
     attempt = f.service.registry.open_attempt("light-1")
@@ -340,7 +344,8 @@ def test_a_release_deleted_under_a_rollout_halts_it_with_the_reason(f: Fleet) ->
     f.service.store.delete("kitchen", "1.1.0")
     f.service.rollouts.tick()  # before the store's change is noticed: the wave's announce fails
     rollout = f.service.rollouts.get("1")
-    assert rollout.state == ro.HALTED and (rollout.reason or "").startswith("cannot announce to light-1: ")
+    assert rollout.state == ro.HALTED
+    assert rollout.reason == "cannot announce to light-1: no release 1.1.0 of image 'kitchen'"
     assert rollout.members[1].state == ro.WAITING and announced(f) == {}
 
 
@@ -377,12 +382,168 @@ def test_without_home_assistant_no_sensor(fleet: Any) -> None:
     assert not [t for t, _p, _r in g.bus.sent if "tinyota_rollout" in t]
 
 
-def test_a_rollout_outside_its_window_says_when_it_opens(fleet: Any) -> None:
+def test_a_rollout_outside_its_window_says_when_it_opens(fleet: Any, caplog: pytest.LogCaptureFixture) -> None:
     g: Fleet = fleet(text=CONFIG)
     g.release("kitchen", "1.1.0")
     window = ro.parse_window("daily 00:00+1h UTC")
-    rollout = g.service.rollouts.start("kitchen", "1.1.0", groups=["lights"], policy=ro.Policy(window=window),
-                                       who="admin")
+    with caplog.at_level(logging.INFO, "tinyota.rollout"):
+        rollout = g.service.rollouts.start("kitchen", "1.1.0", groups=["lights"],
+                                           policy=ro.Policy(window=window), who="admin")
     assert rollout.state == ro.SCHEDULED and announced(g) == {}
+    assert [r.getMessage() for r in caplog.records][1:] == ["rollout 1 (kitchen 1.1.0): scheduled, wave 1 of 1"]
     shown = retained(g, f"{g.pre}/server/rollout/1")
     assert shown["window_open"] is False and shown["next_window"] == window.next_open(g.clock.now)
+
+
+
+def downloading(f: Fleet, device: str) -> att.Attempt:
+    attempt = f.service.registry.open_attempt(device)
+    assert attempt is not None
+    f.say(device, state="downloading", version="1.0.0", progress=10, id=attempt.id)
+    f.service.tick()
+    return attempt
+
+
+def test_a_pause_while_every_announced_device_is_downloading_still_pauses(f: Fleet) -> None:
+    f.release("kitchen", "1.1.0")
+    f.service.tick()
+    attempt = downloading(f, "light-0")
+    paused = f.service.rollouts.control("1", "pause", "alice")
+    assert paused.state == ro.PAUSED  # nothing to withdraw: the download goes on, the rollout waits
+    assert f.service.registry.open_attempt("light-0") == f.service.registry.attempt(attempt.id)
+    assert retained(f, f"{f.pre}/server/rollout/1")["state"] == ro.PAUSED
+    f.service.registry.flush()
+    assert f.service.registry.rollout("1").state == ro.PAUSED
+
+
+def test_an_ended_rollout_follows_the_download_it_left_running_and_nothing_else(f: Fleet) -> None:
+    f.release("kitchen", "1.1.0")
+    f.service.tick()
+    downloading(f, "light-0")
+    assert f.service.rollouts.control("1", "abort", "carol").state == ro.ABORTED
+    f.say("light-0", state="idle", version="1.1.0")
+    f.service.tick()
+    assert f.service.rollouts.get("1").members[0].state == ro.SUCCEEDED  # its outcome still counts
+    assert summary(f)["counts"]["succeeded"] == 1
+    f.say("light-2", state="idle", version="1.1.0")  # installed some other way, after the end
+    f.service.tick()
+    assert f.service.rollouts.get("1").member("light-2").state == ro.WAITING  # not this rollout's doing
+    assert summary(f)["counts"]["succeeded"] == 1
+
+
+def test_a_pause_withdraws_every_announcement_no_device_has_started(f: Fleet) -> None:
+    f.release("kitchen", "1.1.0")
+    f.service.rollouts.start("kitchen", "1.1.0", groups=["lights"], policy=ro.Policy(), who="admin")
+    assert set(announced(f)) == set(LIGHTS)
+    downloading(f, "light-2")
+    f.service.rollouts.control("1", "pause", "alice")
+    assert announced(f) == {"light-2": "1.1.0"}  # the three unstarted taken back, the download left alone
+
+
+def test_a_device_of_a_later_wave_that_gets_there_first_counts_and_is_not_told(f: Fleet) -> None:
+    f.release("kitchen", "1.1.0")
+    f.service.tick()
+    f.say("light-2", state="idle", version="1.1.0")  # in the last wave: flashed by hand, say
+    by_hand = f.service.install(["light-3"], "1.1.0")[0]  # and one installed on purpose
+    f.service.tick()
+    rollout = f.service.rollouts.get("1")
+    assert rollout.member("light-2").state == ro.SUCCEEDED
+    assert (rollout.member("light-3").state, rollout.member("light-3").attempt) == (ro.ANNOUNCED, by_hand.id)
+    assert rollout.member("light-1").state == ro.WAITING  # the waves themselves go on as planned
+    f.say("light-0", state="idle", version="1.1.0")
+    f.service.tick()
+    assert set(announced(f)) == {"light-1", "light-3"}  # light-2 is not told what it runs
+
+
+def test_the_groups_retries_are_the_rollouts_and_the_last_failure_halts_it(f: Fleet) -> None:
+    f.release("kitchen", "1.1.0")
+    f.service.tick()
+    for n in range(2):  # the first try and the group's one retry (the default would allow three)
+        attempt = f.service.registry.open_attempt("light-0")
+        f.say("light-0", state="failed", version="1.0.0", id=attempt.id, error="connection refused")
+        f.service.tick()
+        rollout = f.service.rollouts.get("1")
+        if n == 0:
+            assert rollout.state == ro.RUNNING and rollout.members[0].state == ro.RETRY
+            f.clock.now += 11  # the group's back-off
+            f.service.tick()
+    assert rollout.state == ro.HALTED and rollout.members[0].state == ro.FAILED
+    assert rollout.members[0].tries == 2 and rollout.members[0].error == "connection refused"
+
+
+def fail_twice(f: Fleet) -> None:
+    """The canary's first try and its one retry fail, the second reported but not yet ticked."""
+    f.release("kitchen", "1.1.0")
+    f.service.tick()
+    attempt = f.service.registry.open_attempt("light-0")
+    f.say("light-0", state="failed", version="1.0.0", id=attempt.id, error="connection refused")
+    f.clock.now += 11
+    f.service.tick()
+    attempt = f.service.registry.open_attempt("light-0")
+    f.say("light-0", state="failed", version="1.0.0", id=attempt.id, error="connection refused")
+
+
+def test_a_release_replaced_with_other_bytes_is_a_new_target_not_a_last_try_used_up(f: Fleet) -> None:
+    fail_twice(f)
+    f.release("kitchen", "1.1.0", replace=True)  # a fixed build under the same version
+    f.service.rollouts.tick()  # before the tick that notices the store's change
+    assert f.service.rollouts.get("1").members[0].state == ro.RETRY
+    f.service.tick()
+    newest = f.service.registry.open_attempt("light-0")
+    assert newest is not None and newest.sha256 == f.service.store.get("kitchen", "1.1.0").sha256
+    assert f.service.rollouts.get("1").members[0].attempt == newest.id
+
+
+def test_a_release_deleted_after_the_last_try_failed_counts_that_failure(f: Fleet) -> None:
+    fail_twice(f)
+    f.service.store.delete("kitchen", "1.1.0")
+    f.service.rollouts.tick()
+    rollout = f.service.rollouts.get("1")
+    assert rollout.members[0].state == ro.FAILED and rollout.state == ro.HALTED
+
+
+def test_a_member_taken_out_of_the_config_leaves_the_rollout_running(f: Fleet) -> None:
+    f.release("kitchen", "1.1.0")
+    f.service.tick()
+    f.service.registry.flush()
+    f.service.close()
+    path = f.config.source
+    assert path is not None
+    path.write_text(path.read_text().replace("  light-3: {group: lights, password: pw}\n", ""))
+    config = load_config(path)
+    restarted = Service(config, clock=f.clock)
+    restarted.tick()  # light-3 has no group now: the default retries, and no crash
+    assert restarted.rollouts.get("1").state == ro.RUNNING
+    restarted.close()
+
+
+def test_each_change_is_published_a_state_or_wave_change_also_logged_and_a_quiet_tick_says_nothing(
+        f: Fleet, caplog: pytest.LogCaptureFixture) -> None:
+    f.release("kitchen", "1.1.0")
+    f.service.rollouts.start("kitchen", "1.1.0", groups=["lights"], policy=ro.Policy(), who="admin")
+    events: list[dict[str, Any]] = []
+    f.service.watch(lambda event: events.append(event) if event["type"] == "rollout" else None)
+    topic = f"{f.pre}/server/rollout/1"
+    discovery = f"{f.config.homeassistant.discovery_prefix}/sensor/tinyota_rollout_kitchen/config"
+
+    def step() -> list[str]:
+        caplog.clear()
+        with caplog.at_level(logging.INFO, "tinyota.rollout"):
+            f.service.tick()
+        return [r.getMessage() for r in caplog.records if r.name == "tinyota.rollout"]
+
+    sent = len(f.bus.on(topic))
+    assert step() == [] and events == [] and len(f.bus.on(topic)) == sent  # nothing new, nothing said
+    f.say("light-0", state="idle", version="1.1.0")
+    assert step() == []  # one member done: the rollout's counts change, its state and wave do not
+    assert len(f.bus.on(topic)) == sent + 1 and retained(f, topic) == summary(f) == events[-1]["rollout"]
+    for device in LIGHTS[1:]:
+        f.say(device, state="idle", version="1.1.0")
+    assert step() == ["rollout 1 (kitchen 1.1.0): completed, wave 1 of 1"]
+    assert [e["rollout"]["state"] for e in events] == [ro.RUNNING, ro.COMPLETED]
+    assert len(f.bus.on(discovery)) == 1  # the sensor's config is sent once, not with each change
+    f.bus.sent.clear()
+    f.service.attach(f.bus)
+    f.bus.connect(f.service)
+    assert len(f.bus.on(discovery)) == 1 and len(f.bus.on(topic)) == 1  # a reconnect: each again, once
+

@@ -95,8 +95,8 @@ class Rollouts:
                            self.clock(), who)
         log.info("rollout %s of %s %s by %s: %d device(s) in %d wave(s); %s", rollout.id, image, version, who,
                  len(rollout.members), rollout.waves, policy.describe())
-        self._put(rollout)
-        self._advance(rollout)
+        self._put(rollout, before=None)  # first: a crash while announcing leaves members to adopt
+        self._advance(rollout, before=rollout)
         self.registry.flush()
         return self.get(rollout.id)
 
@@ -123,7 +123,7 @@ class Rollouts:
                 continue
             for old in mine:
                 if old.active:  # a newer build supersedes the one still going out
-                    self._put(ro.abort(old, "config", self.clock(), f"superseded by {latest.version}"))
+                    self._put(ro.abort(old, "config", self.clock(), f"superseded by {latest.version}"), before=old)
             # start() takes the group's own policy: it is the only group of this rollout.
             self.start(group.image, latest.version, groups=[group.name], who="config")
 
@@ -144,7 +144,7 @@ class Rollouts:
         except ro.ControlError as exc:
             raise Conflict(str(exc)) from None
         log.info("rollout %s %s by %s", rollout.id, changed.state, who)
-        self._advance(changed)
+        self._advance(changed, before=rollout)  # kept even when the step changes nothing more
         self.registry.flush()
         return self.get(rollout_id)
 
@@ -153,7 +153,7 @@ class Rollouts:
     def tick(self) -> None:
         for rollout in self.registry.rollouts():
             if rollout.active or any(m.state in (ro.ANNOUNCED, ro.RETRY) for m in rollout.members):
-                self._advance(rollout)
+                self._advance(rollout, before=rollout)
 
     def _observe(self, rollout: ro.Rollout) -> dict[str, ro.Observation]:
         now = self.clock()
@@ -180,7 +180,8 @@ class Rollouts:
                 error=newest.error if newest else None, retrying=retrying)
         return seen
 
-    def _advance(self, rollout: ro.Rollout) -> None:
+    def _advance(self, rollout: ro.Rollout, *, before: ro.Rollout) -> None:
+        """Step ``rollout`` and keep the result; ``before`` is what the registry holds."""
         now = self.clock()
         after, actions = ro.step(rollout, self._observe(rollout), now)
         for action in actions:
@@ -194,14 +195,14 @@ class Rollouts:
                 break
             if started:
                 after = ro.bind(after, action.device, started[-1].id)
-        self._put(after, before=rollout)
+        self._put(after, before=before)
 
-    def _put(self, rollout: ro.Rollout, *, before: ro.Rollout | None = None) -> None:
-        previous = before or self.registry.rollout(rollout.id)
-        if previous == rollout:
+    def _put(self, rollout: ro.Rollout, *, before: ro.Rollout | None) -> None:
+        """Keep ``rollout``, which was ``before`` (None: it is new), and tell whoever follows it."""
+        if before == rollout:
             return
         self.registry.put_rollout(rollout)
-        if previous is None or previous.state != rollout.state or previous.wave != rollout.wave:
+        if before is None or before.state != rollout.state or before.wave != rollout.wave:
             level = logging.WARNING if rollout.state == ro.HALTED else logging.INFO
             log.log(level, "rollout %s (%s %s): %s, wave %d of %d%s", rollout.id, rollout.image, rollout.version,
                     rollout.state, rollout.wave + 1, rollout.waves, f": {rollout.reason}" if rollout.reason else "")
@@ -211,26 +212,30 @@ class Rollouts:
 
     # -- MQTT and Home Assistant -----------------------------------------------------------------
 
-    def publish(self, rollout: ro.Rollout, *, force: bool = False) -> None:
+    def publish(self, rollout: ro.Rollout) -> None:
+        """Its retained state, and its image's when it is the image's newest rollout.
+
+        Unchanged payloads are not sent again (the publisher remembers what it sent); after a
+        reconnect the service makes it forget first, so ``publish_all`` sends everything.
+        """
         body = json.dumps(self.summary(rollout), separators=(",", ":")).encode()
-        self.publisher.publish(hass_rollout.rollout_topic(self.topics, rollout.id), body, retain=True, force=force)
+        self.publisher.publish(hass_rollout.rollout_topic(self.topics, rollout.id), body, retain=True)
         newest = max((r for r in self.registry.rollouts() if r.image == rollout.image), key=lambda r: int(r.id))
         if newest.id == rollout.id:
-            self._discover(rollout.image, force=force)
-            self.publisher.publish(hass_rollout.image_topic(self.topics, rollout.image), body, retain=True,
-                                   force=force)
+            self._discover(rollout.image)
+            self.publisher.publish(hass_rollout.image_topic(self.topics, rollout.image), body, retain=True)
 
     def publish_all(self) -> None:
         """After a (re)connect: every rollout's retained state, and the Home Assistant sensors."""
         for rollout in self.registry.rollouts():
-            self.publish(rollout, force=True)
+            self.publish(rollout)
         for group in self.config.groups.values():
             if group.rollout is not None:
-                self._discover(group.image, force=True)
+                self._discover(group.image)
 
-    def _discover(self, image: str, *, force: bool) -> None:
+    def _discover(self, image: str) -> None:
         """A sensor for each image that has (or, by its groups' policy, will have) rollouts."""
         if self.config.homeassistant.enabled:
             topic, payload, retain = hass_rollout.discovery(self.config.homeassistant.discovery_prefix,
                                                             self.topics, image)
-            self.publisher.publish(topic, payload, retain=retain, force=force)
+            self.publisher.publish(topic, payload, retain=retain)
