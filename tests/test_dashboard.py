@@ -300,7 +300,7 @@ def test_event_stream_sends_a_snapshot_then_changes(server: ServerThread) -> Non
         assert [d["id"] for d in snap["devices"]] == ["kitchen-1", "kitchen-2", "sensor-1", "sensor-2", "loner"]
         assert snap["releases"]["sensor"][0]["notes"] == "first" and snap["health"]["status"] == "ok"
         assert len(listeners) == 1
-        server.call(server.service.on_availability, "sensor-1", True)
+        server.call(lambda: server.service.reports.on_availability("sensor-1", True, live=True))
         change = stream.event("device")
         assert change["id"] == "sensor-1" and change["online"] is True
         server.call(server.service.install, ["sensor-1"])
@@ -324,7 +324,7 @@ def test_event_stream_heartbeat_and_backlog_limit(server: ServerThread, monkeypa
     monkeypatch.setattr(dashboard.EventStream, "max_backlog", 3)
     slow = EventReader(server)
     slow.event("snapshot")
-    server.call(lambda: [server.service.on_availability("kitchen-1", n % 2 == 0) for n in range(10)])
+    server.call(lambda: [server.service.reports.on_availability("kitchen-1", n % 2 == 0, live=True) for n in range(10)])
     with pytest.raises(EOFError):  # closed rather than buffered without end; the browser resyncs
         while True:
             slow.block()
@@ -832,12 +832,12 @@ def test_open_tabs_share_one_event_stream(live: Any, pages: Any) -> None:
     for tab in others:
         open_live(tab)
     assert len(server.service.events) == 1  # one stream for four tabs
-    server.call(server.service.on_availability, "kitchen-2", True)
+    server.call(lambda: server.service.reports.on_availability("kitchen-2", True, live=True))
     for tab in [first, *others]:
         expect(row(tab, "kitchen-2").locator('[data-field="online"]')).to_have_text("online")
     first.close()  # the tab holding the stream goes: another takes it over, with a fresh snapshot
     wait_until(lambda: len(server.service.events) == 1, 15, "one stream again")
-    server.call(server.service.on_availability, "kitchen-2", False)
+    server.call(lambda: server.service.reports.on_availability("kitchen-2", False, live=True))
     for tab in others:  # only a new stream can have brought this
         expect(row(tab, "kitchen-2").locator('[data-field="online"]')).to_have_text("offline")
     assert len(server.service.events) == 1

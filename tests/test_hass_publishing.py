@@ -81,8 +81,8 @@ def test_entity_states_discovery_and_announcements_go_at_qos_1(setup: Any) -> No
     config, service, bus, _ = setup
     release(config, "kitchen", "1.0.0")
     service.tick()
-    service.on_status("kitchen-1", protocol.Status("downloading", "0.9.0", id=service.registry.open_attempt(
-        "kitchen-1").id, progress=10))  # type: ignore[union-attr]
+    service.reports.on_status("kitchen-1", protocol.Status("downloading", "0.9.0", id=service.registry.open_attempt(
+        "kitchen-1").id, progress=10), live=True)  # type: ignore[union-attr]
     topics = protocol.Topics()
     assert bus.qos[topics.state("kitchen-1")] == 1
     assert bus.qos[hass.availability_topic(topics, "kitchen-1")] == 1
@@ -96,7 +96,7 @@ def test_titles_links_and_what_each_group_is_offered(setup: Any) -> None:
     release(config, "sensor", "1.0.0")
     release(config, "sensor", "1.1.0", notes="Faster")
     for device in ("kitchen-1", "sensor-1", "pin-1"):
-        service.on_status(device, protocol.Status("idle", "1.0.0"))
+        service.reports.on_status(device, protocol.Status("idle", "1.0.0"), live=True)
     service.tick()
     base = config.server.public_url
     sensor = state(bus, "sensor-1")
@@ -123,8 +123,8 @@ def test_home_assistants_install_installs_what_it_was_shown(setup: Any) -> None:
     release(config, "sensor", "1.0.0")
     release(config, "sensor", "1.1.0")
     release(config, "kitchen", "2.0.0")
-    service.on_status("sensor-1", protocol.Status("idle", "1.0.0"))
-    service.on_status("kitchen-1", protocol.Status("idle", "1.0.0"))
+    service.reports.on_status("sensor-1", protocol.Status("idle", "1.0.0"), live=True)
+    service.reports.on_status("kitchen-1", protocol.Status("idle", "1.0.0"), live=True)
     service.tick()
     service.cancel(["kitchen-1"])  # held: the group's release is withdrawn from it
     assert state(bus, "kitchen-1")["latest_version"] == "2.0.0"  # HA still offers it
@@ -140,7 +140,7 @@ def test_home_assistants_install_installs_what_it_was_shown(setup: Any) -> None:
 def test_install_from_home_assistant_in_a_rollout_group_installs_that_device_now(setup: Any) -> None:
     config, service, bus, _ = setup
     for device in ("canary-1", "staged-1"):
-        service.on_status(device, protocol.Status("idle", "1.0.0"))
+        service.reports.on_status(device, protocol.Status("idle", "1.0.0"), live=True)
     release(config, "kitchen", "2.0.0")
     service.tick()  # the rollout starts with its canary; staged-1 waits for the next wave
     assert state(bus, "staged-1")["latest_version"] == "2.0.0"
@@ -155,7 +155,7 @@ def test_home_assistants_install_of_a_rollback_not_run_yet_installs_the_rollback
     config, service, bus, _ = setup
     release(config, "kitchen", "1.0.0")
     release(config, "kitchen", "2.0.0")
-    service.on_status(device, protocol.Status("idle", "2.0.0"))
+    service.reports.on_status(device, protocol.Status("idle", "2.0.0"), live=True)
     service.install([device], "1.0.0")  # a rollback, on its way
     assert state(bus, device)["latest_version"] == "1.0.0"  # what HA shows, and so what Install means
     service.handle_message(f"tinyota/{device}/install", b"install")
@@ -167,9 +167,9 @@ def test_once_a_rollback_runs_home_assistant_offers_the_newest_and_install_hands
     config, service, bus, _ = setup
     release(config, "kitchen", "1.0.0")
     release(config, "kitchen", "2.0.0")
-    service.on_status("kitchen-1", protocol.Status("idle", "2.0.0"))
+    service.reports.on_status("kitchen-1", protocol.Status("idle", "2.0.0"), live=True)
     service.install(["kitchen-1"], "1.0.0")
-    service.on_status("kitchen-1", protocol.Status("idle", "1.0.0"))  # the rollback landed
+    service.reports.on_status("kitchen-1", protocol.Status("idle", "1.0.0"), live=True)  # the rollback landed
     assert state(bus, "kitchen-1")["latest_version"] == "2.0.0"  # the command counts until it runs
     service.handle_message("tinyota/kitchen-1/install", b"install")
     assert announced(service, "kitchen-1") == "2.0.0"
@@ -194,18 +194,18 @@ def test_home_assistants_install_with_nothing_to_offer_is_refused_with_what_to_d
 def test_a_reboot_inside_an_update_keeps_the_entity_available_for_a_while(setup: Any) -> None:
     config, service, bus, clock = setup
     release(config, "sensor", "1.0.0")
-    service.on_availability("sensor-1", True)
-    service.on_status("sensor-1", protocol.Status("idle", "0.9.0"))
+    service.reports.on_availability("sensor-1", True, live=True)
+    service.reports.on_status("sensor-1", protocol.Status("idle", "0.9.0"), live=True)
     assert available(bus, "sensor-1") == b"online"
-    service.on_availability("sensor-1", False)  # its last will, no update running
+    service.reports.on_availability("sensor-1", False, live=True)  # its last will, no update running
     assert available(bus, "sensor-1") == b"offline"
-    service.on_availability("sensor-1", True)
+    service.reports.on_availability("sensor-1", True, live=True)
     service.handle_message("tinyota/sensor-1/install", b"install")
     attempt = service.registry.open_attempt("sensor-1")
     assert attempt is not None
-    service.on_status("sensor-1", protocol.Status("rebooting", "0.9.0", 100, attempt.id))
+    service.reports.on_status("sensor-1", protocol.Status("rebooting", "0.9.0", 100, attempt.id), live=True)
     assert state(bus, "sensor-1")["update_percentage"] == 100
-    service.on_availability("sensor-1", False)  # the reboot drops its MQTT session
+    service.reports.on_availability("sensor-1", False, live=True)  # the reboot drops its MQTT session
     assert available(bus, "sensor-1") == b"online"
     clock.now += hass.REBOOT_GRACE - 1
     service.tick()
@@ -217,7 +217,7 @@ def test_a_reboot_inside_an_update_keeps_the_entity_available_for_a_while(setup:
 
 def test_a_removed_device_leaves_no_retained_entity_topics(setup: Any, tmp_path: Path) -> None:
     config, service, bus, _ = setup
-    service.on_status("ghost", protocol.Status("idle", "1.0.0"))  # reported, but not in the config
+    service.reports.on_status("ghost", protocol.Status("idle", "1.0.0"), live=True)  # reported, but not in the config
     service.hass.publish_all()
     assert bus.retained["tinyota-ha/update/tinyota_ghost/config"] == b""
     assert bus.retained["tinyota/ghost/state"] == b"" and available(bus, "ghost") == b""
@@ -225,7 +225,7 @@ def test_a_removed_device_leaves_no_retained_entity_topics(setup: Any, tmp_path:
 
 def test_a_forged_entity_availability_is_put_right(setup: Any) -> None:
     _, service, bus, clock = setup
-    service.on_availability("sensor-1", True)
+    service.reports.on_availability("sensor-1", True, live=True)
     topic = hass.availability_topic(protocol.Topics(), "sensor-1")
     bus.retained.pop(topic)
     service.handle_message(topic, b"offline", retained=True)  # someone else's retained "offline"
@@ -259,7 +259,7 @@ def test_a_burst_of_reports_makes_one_state_per_device_and_an_outcome_waits_for_
     try:
         release(config, "kitchen", "2.0.0")
         for device in ("kitchen-1", "kitchen-2"):
-            service.on_status(device, protocol.Status("idle", "1.0.0"))
+            service.reports.on_status(device, protocol.Status("idle", "1.0.0"), live=True)
         service.tick()  # announces 2.0.0 to the group
         end_of_turn()
         ids = {d: service.registry.open_attempt(d).id for d in ("kitchen-1", "kitchen-2")}  # type: ignore[union-attr]
@@ -314,7 +314,8 @@ def test_publish_all_sends_every_entity_again_whole_and_nothing_else_repeats(set
 def test_a_device_gone_from_the_config_is_removed_from_home_assistant_once(setup: Any) -> None:
     config, service, bus, _ = setup
     service.registry.update_device("gone", version="1.0.0", online=True)
-    service.on_status("kitchen-1", protocol.Status("idle", "1.0.0"))  # a configured device with a record
+    # a configured device with a record
+    service.reports.on_status("kitchen-1", protocol.Status("idle", "1.0.0"), live=True)
     bus.log.clear()
     service.hass.publish_all()
     gone = entity_topics(config, "gone")
@@ -333,7 +334,8 @@ def test_the_discovered_device_names_its_firmware_and_platform(setup: Any) -> No
     discovery = entity_topics(config, "kitchen-1")[0]
     device = json.loads(bus.retained[discovery])["device"]
     assert (device["name"], device["model"]) == ("kitchen-1", "kitchen ESP8266")
-    service.on_status("kitchen-1", protocol.Status("idle", "1.0.0", platform="esp32"))  # what it says wins
+    # what it says wins
+    service.reports.on_status("kitchen-1", protocol.Status("idle", "1.0.0", platform="esp32"), live=True)
     device = json.loads(bus.retained[discovery])["device"]
     assert (device["model"], device["sw_version"]) == ("kitchen ESP32", "1.0.0")
     assert json.loads(bus.retained[entity_topics(config, "loner")[0]])["device"]["model"] == "unassigned"
@@ -373,16 +375,17 @@ def test_a_drop_mid_update_is_forgiven_for_the_reboot_grace_but_not_past_the_dea
     service.tick()
     attempt = service.registry.open_attempt("kitchen-1")
     assert attempt is not None
-    service.on_status("kitchen-1", protocol.Status("downloading", "0.9.0", id=attempt.id, progress=50))
-    service.on_availability("kitchen-1", False)  # the reboot into the new firmware
+    service.reports.on_status("kitchen-1", protocol.Status("downloading", "0.9.0", id=attempt.id, progress=50),
+                              live=True)
+    service.reports.on_availability("kitchen-1", False, live=True)  # the reboot into the new firmware
     assert available(bus, "kitchen-1") == hass.ONLINE
     clock.now += hass.REBOOT_GRACE + 1
     service.hass.tick()
     assert available(bus, "kitchen-1") == hass.OFFLINE
     # Dropped just before the attempt's deadline: forgiven only until the deadline.
-    service.on_availability("kitchen-1", True)
+    service.reports.on_availability("kitchen-1", True, live=True)
     clock.now = attempt.deadline - 5
-    service.on_availability("kitchen-1", False)
+    service.reports.on_availability("kitchen-1", False, live=True)
     assert available(bus, "kitchen-1") == hass.ONLINE
     clock.now = attempt.deadline + 1  # still inside the grace, but past the deadline
     service.hass.tick()

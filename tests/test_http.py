@@ -215,7 +215,8 @@ def test_a_device_is_served_only_its_target_or_the_version_it_runs(server: Serve
     assert request(server, "HEAD", "/fw/kitchen/1.0.0.bin")[0].status == 403
     assert request(server, "GET", "/fw/kitchen/1.0.0.bin", headers={"Range": "bytes=0-9"})[0].status == 403
     # The version a device runs stays downloadable (a re-flash of what it has is no downgrade).
-    server.call(server.service.on_status, "kitchen-1", protocol.Status("idle", version="1.0.0"))
+    idle = protocol.Status("idle", version="1.0.0")
+    server.call(lambda: server.service.reports.on_status("kitchen-1", idle, live=True))
     assert request(server, "GET", "/fw/kitchen/1.0.0.bin")[0].status == 200
     # Cancel holds the device: no target any more, so 1.1.0 is refused too; an install opens it again.
     server.call(server.service.cancel, ["kitchen-1"])

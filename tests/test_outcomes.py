@@ -532,12 +532,16 @@ def test_a_forged_discovery_config_and_server_offline_are_put_right(fleet: Any) 
     f.bus.connect(f.service)
     config_topic = f"{f.config.homeassistant.discovery_prefix}/update/tinyota_sensor-1/config"
     ours = f.bus.on(config_topic)[-1]
+    state_topic = f"{f.pre}/sensor-1/state"  # the update entity's state
+    our_state = f.bus.on(state_topic)[-1]
     availability = f"{f.pre}/server/availability"
     f.service.handle_message(config_topic, b'{"name":"pwned"}', True)
+    f.service.handle_message(state_topic, b'{"latest_version":"6.6.6"}', True)
     f.service.handle_message(availability, b"offline", True)  # a forged "server offline"
     f.clock.now += 1
     f.service.tick()
-    assert f.bus.on(config_topic)[-1] == ours
+    assert f.bus.on(config_topic) == [ours, ours]  # sent again over the forgery
+    assert f.bus.on(state_topic) == [our_state, our_state]
     assert f.bus.on(availability)[-1] == b"online"
     f.service.handle_message(availability, b"offline", True)
     update = f"{f.pre}/sensor-1/update"

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import BASE_CONFIG, load_config
-from tests.test_outcomes import Fleet
+from tests.test_outcomes import Fleet, full_disk
 from tinyota_mqtt.core import attempts as att
 from tinyota_mqtt.core import rollout as ro
 from tinyota_mqtt.errors import NotFound, TinyOTAError
@@ -547,3 +547,45 @@ def test_each_change_is_published_a_state_or_wave_change_also_logged_and_a_quiet
     f.bus.connect(f.service)
     assert len(f.bus.on(discovery)) == 1 and len(f.bus.on(topic)) == 1  # a reconnect: each again, once
 
+
+def test_each_sync_rolls_out_what_came_while_the_server_or_the_broker_was_away(
+        fleet: Any, caplog: pytest.LogCaptureFixture) -> None:
+    g: Fleet = fleet(text=CONFIG)
+    g.release("kitchen", "1.0.0")  # added while the server was down
+    g.service.attach(g.bus)
+    g.service.tick()  # start-up: the store is seen, nothing judged before the sync
+    g.bus.connect(g.service)
+    sync = f"{g.pre}/server/sync"
+    g.service.handle_message(sync, g.bus.on(sync)[-1])
+    assert g.service.rollouts.list() == []  # a fresh state file: no device known to need it
+    g.bus.drop(g.service)
+    g.release("kitchen", "1.1.0")  # uploaded while the broker is away
+    g.service.tick()  # seen, but nobody can be told, and no outcome judged
+    assert g.service.rollouts.list() == []
+    g.bus.connect(g.service)
+    g.service.handle_message(sync, g.bus.on(sync)[-1])
+    (rollout,) = g.service.rollouts.list()  # as the tick would have, had it been connected
+    assert rollout.version == "1.1.0" and len(rollout.members) == 4
+    assert announced(g) == {"light-0": "1.1.0"}
+
+
+def test_a_sync_that_cannot_write_the_state_file_says_so_and_does_not_raise(
+        fleet: Any, caplog: pytest.LogCaptureFixture) -> None:
+    g: Fleet = fleet(text=CONFIG)
+    g.release("kitchen", "1.0.0")
+    g.say("light-1", state="idle", version="0.9.0")
+    for n in range(30):  # a state file bigger than full_disk's limit
+        g.say(f"stranger-{n}", state="idle", version="1.0.0", error="x" * 200)
+    g.service.attach(g.bus)
+    g.service.tick()
+    g.service.registry.flush()
+    g.bus.connect(g.service)
+    sync = f"{g.pre}/server/sync"
+    with full_disk(), caplog.at_level(logging.ERROR, "tinyota.service"):
+        g.service.handle_message(sync, g.bus.on(sync)[-1])  # the rollout's start cannot be committed
+    errors = [r.getMessage() for r in caplog.records if r.name == "tinyota.service"]
+    (error,) = errors  # once, with what SQLite said and what to do
+    assert error.startswith(f"cannot write the state file {g.config.server.state}: ")
+    assert error.endswith("\n  hint: check free disk space and permissions")
+    g.service.tick()  # room again: the tick goes on where the sync stopped
+    assert [r.version for r in g.service.rollouts.list()] == ["1.0.0"]

@@ -70,6 +70,15 @@ class Link(Bus, Protocol):
 
 
 @dataclass(frozen=True)
+class _SyncWait:
+    """Waiting for the broker to echo ``token``, our marker, in ``session`` (connected at ``since``)."""
+
+    token: str
+    session: int | None
+    since: float
+
+
+@dataclass(frozen=True)
 class Principal:
     username: str
     admin: bool
@@ -96,12 +105,10 @@ class Service:
         self._link: Link | None = None  # None: running without MQTT
         # Until the broker has delivered its retained state (the devices' last reports) in the
         # current session, nothing is judged: no deadline, no announcement that the retained
-        # state might make wrong. The session it was delivered in, and the one we wait for:
+        # state might make wrong. The session it was delivered in, and the wait for the next:
         self._synced_session: int | None = None
-        self._sync_session: int | None = None
+        self._waiting: _SyncWait | None = None
         self._ever_synced = False
-        self._sync_token: str | None = None
-        self._connected_at: float | None = None
         self._state_problem: str | None = None  # the state file cannot be written: say so once
         self._next_expiry = 0.0
         self.signer = Signer.load(config.server.signing_key) if config.server.signing_key is not None else None
@@ -149,7 +156,7 @@ class Service:
     @property
     def ready(self) -> bool:
         """Connected, and the broker's retained state (the devices' last reports) is in."""
-        return bool(self.mqtt_connected) and self._synced and self._sync_token is None
+        return bool(self.mqtt_connected) and self._synced and self._waiting is None
 
     def attach(self, link: Link) -> None:
         """Publish through ``link`` (the MQTT session), and wait for its retained state before judging."""
@@ -225,8 +232,8 @@ class Service:
                 self.hass.publish_all()  # HA restarted and lost non-retained knowledge
             return
         if topic == self.topics.server_sync:
-            if self._sync_token is not None and payload == self._sync_token.encode():
-                self._on_synced()
+            if self._waiting is not None and payload == self._waiting.token.encode():
+                self._on_synced(self._waiting)
             return
         parts = self.topics.split(topic)
         if topic == self.topics.server_availability or (parts and parts[1] in ("update", "state", "entity")) \
@@ -245,11 +252,10 @@ class Service:
             if device_id not in self.config.devices:
                 return None
             if kind == "update":
-                return self.publisher.sent(topic) or b""
-            if kind in ("state", "entity") and self.hass.enabled:  # entity: its availability
-                return self.publisher.sent(topic)
-            return None
-        return self.publisher.sent(topic) if self.hass.enabled else None  # discovery we sent
+                return self.publisher.sent(topic) or b""  # ours even when we never sent one
+        # The rest the guard is handed (a device's Home Assistant state and availability, and
+        # discovery configs) is ours once we sent it; without Home Assistant we send none.
+        return self.publisher.sent(topic)
 
     def _attempt_ended(self, attempt: att.Attempt) -> None:
         if self._synced:
@@ -259,12 +265,6 @@ class Service:
         self.hass.publish_discovery(device_id)  # sw_version in the device block
         if self._synced:
             self.announcer.reconcile([device_id])  # e.g. back on the old version: tell it again
-
-    def on_status(self, device_id: str, status: protocol.Status, *, live: bool = True) -> None:
-        self.reports.on_status(device_id, status, live=live)
-
-    def on_availability(self, device_id: str, online: bool, *, live: bool = True) -> None:
-        self.reports.on_availability(device_id, online, live=live)
 
     def download_refused(self, device_id: str, release: Release, reason: str) -> None:
         self.reports.download_refused(device_id, release, reason)
@@ -279,11 +279,11 @@ class Service:
 
     def tick(self) -> None:
         """Called every half second by the runner: deadlines, retries, new releases, write-behind."""
-        if self._sync_token is not None and self._connected_at is not None \
-                and self.clock() - self._connected_at >= SYNC_WAIT_SECONDS:
+        waiting = self._waiting
+        if waiting is not None and self.clock() - waiting.since >= SYNC_WAIT_SECONDS:
             log.warning("the broker did not echo our sync marker within %d s (may the server read "
                         "%s?); judging without it", SYNC_WAIT_SECONDS, self.topics.server_sync)
-            self._on_synced()
+            self._on_synced(waiting)
         try:
             self._tick()
         except StateError as exc:
@@ -347,25 +347,25 @@ class Service:
         """
         self.events.emit({"type": "health", **self.health()})
         # First, so that the tick's fallback still ends the wait if a publish below fails.
-        self._connected_at = self.clock()
-        self._sync_token = secrets.token_hex(8)
-        self._sync_session = self._link.session if self._link is not None else None
+        waiting = _SyncWait(secrets.token_hex(8), self._link.session if self._link is not None else None,
+                            self.clock())
+        self._waiting = waiting
         self.publisher.forget_sent()
         self.announcer.republish()
         self.hass.publish_all()
         self.rollouts.publish_all()
-        self.publisher.publish(self.topics.server_sync, self._sync_token.encode(), retain=False)
+        self.publisher.publish(self.topics.server_sync, waiting.token.encode(), retain=False)
 
-    def _on_synced(self) -> None:
+    def _on_synced(self, waiting: _SyncWait) -> None:
         first = not self._ever_synced
         self._ever_synced = True
-        self._synced_session = self._sync_session
-        self._sync_token = None
-        self._connected_at = None
+        self._synced_session = waiting.session
+        self._waiting = None
+        log.debug("retained state received; judging deadlines and targets")
         try:
-            if first:
-                log.debug("retained state received; judging deadlines and targets")
-                self.rollouts.on_releases(startup=True)  # a release added while the server was down
+            # At every sync: a release added while the server was down, or while the broker was
+            # away (the tick that saw it could not judge, and will not see it again).
+            self.rollouts.on_releases(startup=first)
             self.announcer.reconcile()
         except StateError as exc:  # the tick reports it as a condition; a message handler never raises
             log.error("%s", exc)
