@@ -52,10 +52,37 @@ def full_disk(limit: int = 4096) -> Iterator[None]:
         signal.signal(signal.SIGXFSZ, before)
 
 
+class _Ports:
+    """Ports for servers a test starts later, chosen below Linux's ephemeral range (32768 and up by
+    default): port 0 hands out a port from that range, where any process's outgoing connection
+    may take it before the server binds, and may hand the same port out twice in a row (a server's
+    and its broker's). Each port is given once per process."""
+
+    LOW, HIGH = 20000, 32767
+
+    def __init__(self) -> None:
+        self.given: set[int] = set()
+
+    def take(self) -> int:
+        for _ in range(1000):
+            port = self.LOW + int.from_bytes(os.urandom(2), "big") % (self.HIGH - self.LOW + 1)
+            if port in self.given:
+                continue
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue  # in use now
+            self.given.add(port)
+            return port
+        raise AssertionError(f"no free port between {self.LOW} and {self.HIGH}")
+
+
+_PORTS = _Ports()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return _PORTS.take()
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
