@@ -509,6 +509,7 @@ def test_an_upload_that_cannot_be_read_back_keeps_nothing_and_says_so(store: Fir
             put(store, "1.0.0", force=force)
         assert failed.value.message == (f"cannot read the upload back from the firmware store {store.root}: "
                                         f"{os.strerror(errno.EIO)}; the release was not kept")
+        assert failed.value.hint == "check the disk"
         nothing_left(store)
 
 

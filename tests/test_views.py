@@ -52,6 +52,11 @@ def test_the_kind_is_named_as_people_call_the_firmware(config: Config) -> None:
     stray = device_view(config, DeviceRecord(id="stray", online=True, version="14.3.0"), None, None, None,
                         kind="tasmota")
     assert stray["show"]["kind"] == "Tasmota"  # an unconfigured device discovery knows
+    # For a configured device the config says what it is; discovery's word and lines are not shown.
+    snippet = "devices:\n  sensor-1: {kind: tasmota}"
+    known = device_view(config, DeviceRecord(id="sensor-1"), None, None, None, kind="tasmota", adopt=snippet)
+    assert (known["kind"], known["adopt"]) == ("tinyota", None)
+    assert device_view(config, DeviceRecord(id="stray"), None, None, None, adopt=snippet)["adopt"] == snippet
     assert display({**v, "kind": None})["kind"] == ""  # nothing says: the page shows no badge
 
 
