@@ -47,7 +47,7 @@ def update_topic(f: Fleet, device: str) -> list[bytes]:
 def connect_and_sync(f: Fleet) -> None:
     """A (re)connect, then the broker's echo of the sync marker: judging may start."""
     f.bus.connect(f.service)
-    f.service.handle_message(f"{f.pre}/server/sync", f.bus.on(f"{f.pre}/server/sync")[-1])
+    f.sync()
 
 
 # -- an announcement ------------------------------------------------------------------------------

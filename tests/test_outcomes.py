@@ -95,6 +95,11 @@ class Fleet:
     def say(self, device: str, retained: bool = False, **status: Any) -> None:
         self.service.handle_message(f"{self.pre}/{device}/status", json.dumps(status).encode(), retained)
 
+    def sync(self, payload: bytes | None = None) -> None:
+        """The broker hands back our last sync marker (or ``payload``): what it held is all in."""
+        topic = f"{self.pre}/server/sync"
+        self.service.handle_message(topic, self.bus.on(topic)[-1] if payload is None else payload)
+
     def attempt(self, device: str) -> att.Attempt | None:
         return self.service.registry.open_attempt(device) or self.service.registry.last_attempt(device)
 
@@ -667,8 +672,7 @@ def test_after_a_broker_outage_deadlines_wait_for_the_retained_state_again(fleet
         f.bus.connect(f.service)
         for device, status in retained:  # what the broker holds arrives before our marker
             f.say(device, retained=True, **status)
-        marker = f.bus.on(f"{f.pre}/server/sync")[-1]
-        f.service.handle_message(f"{f.pre}/server/sync", marker)
+        f.sync()
 
     connect_and_sync()
     f.release("sensor", "2.0.0")
@@ -691,7 +695,7 @@ def test_ready_holds_for_the_session_whose_retained_state_is_in_not_a_newer_one(
     f.bus.connect(f.service)
     assert f.service.mqtt_connected is True and not f.service.ready  # the retained state is not in yet
     assert f.service.health()["mqtt"] == "connected"
-    f.service.handle_message(f"{f.pre}/server/sync", f.bus.on(f"{f.pre}/server/sync")[-1])
+    f.sync()
     assert f.service.ready
     f.release("sensor", "2.0.0")
     (attempt,) = f.service.install(["sensor-1"])
@@ -705,7 +709,7 @@ def test_ready_holds_for_the_session_whose_retained_state_is_in_not_a_newer_one(
     f.bus.drop(f.service)
     f.bus.connect(f.service)
     assert not f.service.ready
-    f.service.handle_message(f"{f.pre}/server/sync", f.bus.on(f"{f.pre}/server/sync")[-1])
+    f.sync()
     assert f.service.ready and f.service.health()["mqtt"] == "connected"
 
 

@@ -395,7 +395,6 @@ def test_a_rollout_outside_its_window_says_when_it_opens(fleet: Any, caplog: pyt
     assert shown["window_open"] is False and shown["next_window"] == window.next_open(g.clock.now)
 
 
-
 def downloading(f: Fleet, device: str) -> att.Attempt:
     attempt = f.service.registry.open_attempt(device)
     assert attempt is not None
@@ -548,22 +547,20 @@ def test_each_change_is_published_a_state_or_wave_change_also_logged_and_a_quiet
     assert len(f.bus.on(discovery)) == 1 and len(f.bus.on(topic)) == 1  # a reconnect: each again, once
 
 
-def test_each_sync_rolls_out_what_came_while_the_server_or_the_broker_was_away(
-        fleet: Any, caplog: pytest.LogCaptureFixture) -> None:
+def test_each_sync_rolls_out_what_came_while_the_server_or_the_broker_was_away(fleet: Any) -> None:
     g: Fleet = fleet(text=CONFIG)
     g.release("kitchen", "1.0.0")  # added while the server was down
     g.service.attach(g.bus)
     g.service.tick()  # start-up: the store is seen, nothing judged before the sync
     g.bus.connect(g.service)
-    sync = f"{g.pre}/server/sync"
-    g.service.handle_message(sync, g.bus.on(sync)[-1])
+    g.sync()
     assert g.service.rollouts.list() == []  # a fresh state file: no device known to need it
     g.bus.drop(g.service)
     g.release("kitchen", "1.1.0")  # uploaded while the broker is away
     g.service.tick()  # seen, but nobody can be told, and no outcome judged
     assert g.service.rollouts.list() == []
     g.bus.connect(g.service)
-    g.service.handle_message(sync, g.bus.on(sync)[-1])
+    g.sync()
     (rollout,) = g.service.rollouts.list()  # as the tick would have, had it been connected
     assert rollout.version == "1.1.0" and len(rollout.members) == 4
     assert announced(g) == {"light-0": "1.1.0"}
@@ -580,9 +577,8 @@ def test_a_sync_that_cannot_write_the_state_file_says_so_and_does_not_raise(
     g.service.tick()
     g.service.registry.flush()
     g.bus.connect(g.service)
-    sync = f"{g.pre}/server/sync"
     with full_disk(), caplog.at_level(logging.ERROR, "tinyota.service"):
-        g.service.handle_message(sync, g.bus.on(sync)[-1])  # the rollout's start cannot be committed
+        g.sync()  # the rollout's start cannot be committed
     errors = [r.getMessage() for r in caplog.records if r.name == "tinyota.service"]
     (error,) = errors  # once, with what SQLite said and what to do
     assert error.startswith(f"cannot write the state file {g.config.server.state}: ")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -54,7 +55,7 @@ def test_a_hashed_password_is_dear_until_it_was_accepted_once(fleet: Any) -> Non
 
 
 def test_with_a_signing_key_announcements_are_signed_and_health_gives_its_public_half(
-        fleet: Any, tmp_path: Any) -> None:
+        fleet: Any, tmp_path: Path) -> None:
     key = tmp_path / "signing.key"
     public = generate(key).public_key
     f: Fleet = fleet(text=BASE_CONFIG.replace("  admin:", f"  signing_key: {key}\n  admin:"))
@@ -65,7 +66,7 @@ def test_with_a_signing_key_announcements_are_signed_and_health_gives_its_public
     assert verify(public, Announcement(**body, device="sensor-1").manifest(), body["sig"])
 
 
-def test_the_store_a_service_opens_keeps_the_configs_upload_limit(fleet: Any, tmp_path: Any) -> None:
+def test_the_store_a_service_opens_keeps_the_configs_upload_limit(fleet: Any, tmp_path: Path) -> None:
     f: Fleet = fleet(text=BASE_CONFIG.replace("  admin:", "  limits: {{max_upload_bytes: 1KiB}}\n  admin:"))
     image = tmp_path / "sensor-2.0.0.bin"
     image.write_bytes(make_test_image("2.0.0", 4096, platform="esp32"))
@@ -164,12 +165,6 @@ def test_the_steady_clock_moves_with_the_monotonic_clock(monkeypatch: pytest.Mon
     assert clock() - start == pytest.approx(90)  # (approx of the epoch itself would allow half an hour)
 
 
-def echo_sync(f: Fleet, payload: bytes | None = None) -> None:
-    """The broker hands back our sync marker (or ``payload``): what it held before is all in."""
-    topic = f"{f.pre}/server/sync"
-    f.service.handle_message(topic, f.bus.on(topic)[-1] if payload is None else payload)
-
-
 def test_nothing_is_judged_before_the_brokers_retained_state_and_at_most_10_s_after_connecting(
         fleet: Any, caplog: pytest.LogCaptureFixture) -> None:
     f: Fleet = fleet()
@@ -177,10 +172,10 @@ def test_nothing_is_judged_before_the_brokers_retained_state_and_at_most_10_s_af
     (attempt,) = f.service.install(["sensor-1"])  # its deadline: 30 s
     f.service.attach(f.bus)
     f.clock.now += 25
-    echo_sync(f, b"early")  # a marker while none is awaited (a stale one, or anybody's): ignored
+    f.sync(b"early")  # a marker while none is awaited (a stale one, or anybody's): ignored
     f.bus.connect(f.service)
     assert not f.service.ready
-    echo_sync(f, b"not ours")
+    f.sync(b"not ours")
     f.clock.now += 9  # past the deadline, 9 s after connecting
     f.service.tick()
     assert f.service.registry.attempt(attempt.id).state == att.PENDING and not f.service.ready
@@ -198,13 +193,13 @@ def test_the_echo_of_the_marker_ends_the_wait_at_once(fleet: Any, caplog: pytest
     f.service.attach(f.bus)
     f.bus.connect(f.service)
     with caplog.at_level(logging.DEBUG, "tinyota.service"):
-        echo_sync(f)
+        f.sync()
     assert f.service.ready
     assert [r.getMessage() for r in caplog.records] == ["retained state received; judging deadlines and targets"]
     f.bus.drop(f.service)
     f.bus.connect(f.service)  # a new session waits for its own marker, not the last one
     assert not f.service.ready
-    echo_sync(f)
+    f.sync()
     assert f.service.ready
     sync = f"{f.pre}/server/sync"
     assert [retain for t, _p, retain in f.bus.sent if t == sync] == [False, False]  # never kept by the broker
